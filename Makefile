@@ -1,0 +1,42 @@
+# The two commands of the README: `make demo` and `make test`. Both bootstrap a fresh machine.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+UV ?= $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
+DEB_PACKAGES := git docker-registry chromium
+export DO_NOT_TRACK := 1
+export PREFECT_SERVER_ANALYTICS_ENABLED := false
+export UV_LINK_MODE := copy
+
+.PHONY: help bootstrap deps lint test demo
+
+help:
+	@echo "make demo   start the sandbox, a Prefect server and worker, and promote v1.0.1"
+	@echo "make test   lint, type-check and run every test"
+
+$(UV):
+	@command -v uv >/dev/null 2>&1 || python3 -m pip install --quiet --user uv || python3 -m pip install --quiet uv
+
+deps:
+	@missing=""; for p in $(DEB_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "installing Debian packages:$$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	  else \
+	    echo "missing Debian packages; run: sudo apt-get install -y$$missing"; exit 1; \
+	  fi; \
+	fi
+
+bootstrap: $(UV) deps
+	@PATH="$(HOME)/.local/bin:$$PATH" uv sync --frozen --quiet
+
+lint: bootstrap
+	.venv/bin/ruff check .
+	.venv/bin/ruff format --check .
+	.venv/bin/mypy
+
+test: lint
+	.venv/bin/pytest $(PYTEST_ARGS)
+
+demo: bootstrap
+	.venv/bin/python -m deployments.demo $(ARGS)

@@ -1,0 +1,1 @@
+"""Prefect tasks over the clients in ``promotion/``: retries, timeouts, logging, cache policy."""
