@@ -1,0 +1,121 @@
+"""Approval gates: wait for a person's decision through a typed Prefect form.
+
+Under a deployment the run is *suspended* (no process is held while people decide; on resume
+the flow runs again from the top, so every step before a gate is idempotent). Outside a
+deployment (tests, a plain Python call) it falls back to ``pause_flow_run``.
+
+The form offers only the eligible approvers, so the Prefect server itself rejects an input from
+anyone else (the UI shows the reason and the run keeps waiting). The decision is checked once
+more on arrival; a refused input is recorded and the gate waits again under a new key.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from prefect import get_run_logger
+from prefect.artifacts import create_markdown_artifact
+from prefect.context import FlowRunContext
+from prefect.flow_runs import pause_flow_run, suspend_flow_run
+from prefect.input import RunInput
+from pydantic import Field, create_model
+
+from promotion.policy import check_approver, eligible_approvers
+
+DEFAULT_APPROVAL_TIMEOUT = 3 * 24 * 3600
+MAX_REFUSALS = 20
+
+
+class ApprovalForm(RunInput):
+    """The decision a person gives at a gate."""
+
+    approved: bool
+    approver: str
+    comment: str = ""
+
+
+@dataclass(frozen=True)
+class Decision:
+    gate: str
+    approved: bool
+    approver: str
+    comment: str
+
+
+def approval_form(gate: str, eligible: Sequence[str]) -> type[ApprovalForm]:
+    """A form whose ``approver`` field only accepts the eligible logins."""
+    choices: Any = Literal[tuple(eligible)]
+    model: type[ApprovalForm] = create_model(
+        f"{gate.upper()}Approval",
+        __base__=ApprovalForm,
+        approved=(
+            bool,
+            Field(description=f"Approve (on) or reject (off) this release at the {gate} gate."),
+        ),
+        approver=(
+            choices,
+            Field(description=f"Your login; one of the {gate} approvers: {', '.join(eligible)}."),
+        ),
+        comment=(str, Field(default="", description="Why: shown in the summary and on the PR.")),
+    )
+    return model
+
+
+def in_deployment() -> bool:
+    context = FlowRunContext.get()
+    return bool(context and context.flow_run and context.flow_run.deployment_id)
+
+
+def request_approval(
+    gate: str,
+    *,
+    listed: Sequence[str],
+    initiator: str | None,
+    description: str,
+    timeout_seconds: int = DEFAULT_APPROVAL_TIMEOUT,
+    poll_interval: int = 2,
+) -> Decision:
+    """Wait for an eligible person's decision at ``gate`` and return it.
+
+    Args:
+        gate: the gate's name, for example ``qa`` or ``pm``.
+        listed: the logins configured as approvers of this gate.
+        initiator: who started the release; they may not approve it.
+        description: markdown shown above the form (version, changes, links).
+        timeout_seconds: how long to wait before the run fails with nothing merged.
+        poll_interval: seconds between checks for an answer when paused in-process.
+    """
+    logger = get_run_logger()
+    eligible = eligible_approvers(gate, listed, initiator)
+    form = approval_form(gate, eligible)
+    for attempt in range(MAX_REFUSALS):
+        key = f"{gate}-approval-{attempt}"
+        waiting = form.with_initial_data(description=description, approved=False)
+        logger.info("Waiting for the %s approval (approvers: %s)", gate, ", ".join(eligible))
+        if in_deployment():
+            answer = suspend_flow_run(wait_for_input=waiting, timeout=timeout_seconds, key=key)
+        else:
+            answer = pause_flow_run(
+                wait_for_input=waiting,
+                timeout=timeout_seconds,
+                poll_interval=poll_interval,
+                key=key,
+            )
+        refusal = check_approver(gate, answer.approver, listed, initiator)
+        if refusal is None:
+            logger.info(
+                "%s gate %s by %s",
+                gate,
+                "approved" if answer.approved else "rejected",
+                answer.approver,
+            )
+            return Decision(gate, answer.approved, answer.approver.strip(), answer.comment)
+        logger.warning("Refused %s input: %s; waiting again", gate, refusal.reason)
+        create_markdown_artifact(
+            markdown=f"**{gate} approval refused:** {refusal.reason}. The run keeps waiting.",
+            key=f"{gate}-approval-refused",
+            description=f"Refused {gate} approval input",
+        )
+    raise RuntimeError(f"{gate} gate: {MAX_REFUSALS} refused inputs in a row; giving up")
