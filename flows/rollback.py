@@ -1,0 +1,138 @@
+"""rollback-release: undo a release in one environment, by Argo CD rollback or by a revert PR."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Literal
+
+from prefect import flow, get_run_logger
+
+from flows.runtime import Runtime, load_runtime, publish_report
+from promotion.config import Environment
+from promotion.report import RollbackReport, RunReport
+from tasks import argocd as argo_tasks
+from tasks import github as gh_tasks
+
+
+@dataclass(frozen=True)
+class RollbackOutcome:
+    env: str
+    method: str
+    from_revision: str | None
+    to_revision: str | None
+    seconds: float
+    detail: str
+
+
+def run_rollback(
+    rt: Runtime,
+    env: Environment,
+    method: str,
+    to: str = "previous",
+    *,
+    deploy_timeout: float = 600.0,
+) -> RollbackOutcome:
+    """Roll ``env`` back by ``method`` (``argocd`` or ``revert``) and confirm it is Healthy."""
+    logger = get_run_logger()
+    started = time.monotonic()
+    argo = argo_tasks.ArgoTarget.from_settings(rt.settings)
+    if method == "argocd":
+        target: str | int = int(to) if to.isdigit() else to
+        rolled = argo_tasks.rollback(argo, env.argocd_app, target, timeout=deploy_timeout)
+        detail = (
+            f"Argo CD rollback to history id {rolled.history_id}; auto-sync is now OFF for "
+            f"{env.argocd_app} (resume it once Git holds the version you want)"
+        )
+        if rolled.warning:
+            detail += f". WARNING: {rolled.warning}"
+        logger.warning(detail)
+        return RollbackOutcome(
+            env.name,
+            method,
+            rolled.from_revision,
+            rolled.to_revision,
+            time.monotonic() - started,
+            detail,
+        )
+    if method == "revert":
+        gh = gh_tasks.GitHubTarget.from_runtime(rt.settings, rt.config)
+        if to == "previous":
+            merged = gh_tasks.latest_merged_promotion_pr(gh, env.name)
+            if merged is None:
+                raise ValueError(f"no merged promotion PR for {env.name} to revert")
+            number = merged.number
+        elif to.isdigit():
+            number = int(to)
+        else:
+            raise ValueError(f"revert needs 'previous' or a PR number, not {to!r}")
+        before = argo_tasks.get_revision(argo, env.argocd_app)
+        pr = gh_tasks.open_revert_pr(gh, number)
+        if not pr.merged:
+            gh_tasks.wait_for_checks(gh, pr.number, rt.config.github.required_checks)
+            merge_sha = gh_tasks.merge(
+                gh, pr.number, rt.config.github.merge_method, expected_head_sha=pr.head_sha
+            ).sha
+        else:
+            merge_sha = pr.merge_commit_sha
+        assert merge_sha is not None
+        deployed = argo_tasks.confirm_deployed(
+            argo, env.argocd_app, merge_sha, timeout=deploy_timeout
+        )
+        return RollbackOutcome(
+            env.name,
+            method,
+            before,
+            deployed.revision,
+            time.monotonic() - started,
+            f"revert PR #{pr.number} ({pr.url}) of PR #{number} merged as {merge_sha[:12]}",
+        )
+    raise ValueError(f"unknown rollback method {method!r}: use 'argocd' or 'revert'")
+
+
+@flow(name="rollback-release", log_prints=True, persist_result=True)
+def rollback_release(
+    env: str,
+    method: Literal["argocd", "revert"] = "revert",
+    to: str = "previous",
+    config_file: str | None = None,
+) -> dict[str, object]:
+    """Roll a release back in one environment and confirm the environment is Healthy again.
+
+    Args:
+        env: the environment to roll back, as named in promotion.yaml (for example `prod`).
+        method: `revert` opens a revert PR of the last promotion, waits for its checks, merges it
+            and confirms the deployment (Git stays the truth); `argocd` turns the application's
+            auto-sync off and uses Argo CD's own rollback (fast, but Git no longer matches what
+            runs until someone reverts in Git and resumes auto-sync).
+        to: `previous`, or for `argocd` an Argo CD history id, for `revert` a PR number.
+        config_file: a promotion setup to use instead of the project's promotion.yaml.
+    """
+    report = RunReport(title=f"Rollback of {env} by {method}")
+    try:
+        rt = load_runtime(config_file)
+        outcome = run_rollback(rt, rt.config.environment(env), method, to)
+        report.rollbacks.append(
+            RollbackReport(
+                env,
+                method,
+                outcome.from_revision,
+                outcome.to_revision,
+                outcome.seconds,
+                outcome.detail,
+            )
+        )
+        report.finish("rolled back", f"{env} rolled back by {method} in {outcome.seconds:.1f} s")
+        return {
+            "env": env,
+            "method": method,
+            "from": outcome.from_revision,
+            "to": outcome.to_revision,
+            "seconds": outcome.seconds,
+        }
+    except Exception as exc:
+        if report.outcome == "running":
+            report.finish("failed", str(exc))
+        raise
+    finally:
+        publish_report(report, "rollback-summary")

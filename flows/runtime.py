@@ -1,0 +1,43 @@
+"""What every flow builds once at its start: the promotion setup and the settings with secrets."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from prefect import get_run_logger
+from prefect.artifacts import create_markdown_artifact
+
+from promotion.config import PromotionConfig, Settings, load_config
+from promotion.report import RunReport
+
+
+def load_secret_block(name: str) -> str | None:
+    """The value of the Prefect Secret block ``name``, or None when there is no such block."""
+    from prefect.blocks.system import Secret
+
+    try:
+        value = Secret.load(name).get()  # type: ignore[union-attr]
+    except ValueError:
+        return None
+    return str(value) if value else None
+
+
+@dataclass(frozen=True)
+class Runtime:
+    config: PromotionConfig
+    settings: Settings
+
+
+def load_runtime(config_file: str | None = None) -> Runtime:
+    """Read the promotion setup and the settings (env vars, then Prefect Secret blocks)."""
+    settings = Settings().with_secrets(load_secret_block)
+    config = load_config(config_file or settings.config_file)
+    return Runtime(config, settings)
+
+
+def publish_report(report: RunReport, key: str) -> None:
+    """Publish the run's summary artifact (also called when the run fails)."""
+    try:
+        create_markdown_artifact(markdown=report.to_markdown(), key=key, description=report.title)
+    except Exception as exc:  # the summary must never hide the run's own error
+        get_run_logger().warning("Could not publish the summary artifact: %s", exc)
