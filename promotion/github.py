@@ -1,0 +1,975 @@
+"""The GitHub client: promotion and revert pull requests on the GitOps repository, over PyGithub.
+
+Every write is idempotent so that a task retried after a transient failure, or a flow re-run
+from the top after a suspend, converges on the same branch, the same single commit and the same
+pull request. Branch names are deterministic (``promote/<env>/<version>``,
+``revert/<branch>``); an existing branch is reused when its head commit already holds the wanted
+tree on the current base head and is otherwise force-updated to one fresh commit. PyGithub's own
+throttling and retries are switched off: retries live in the Prefect task layer only, driven by
+``is_transient``. Polls use conditional requests (``If-None-Match``) so unchanged answers are
+304s, which do not count against the rate limit. The token never reaches a message: PyGithub
+masks it in its debug log and every error message built here is redacted.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import math
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, Literal, NoReturn
+
+import requests
+from github import Auth, Github, GithubException
+from github.GitCommit import GitCommit
+from github.GitTree import GitTree
+from github.InputGitTreeElement import InputGitTreeElement
+from github.PullRequest import PullRequest
+from github.Requester import Requester
+from pydantic import BaseModel, ConfigDict, SecretStr
+
+from promotion.kustomize import read_image_tags, set_image_tags
+from promotion.models import ImageChangeSet, validate_version
+
+if TYPE_CHECKING:
+    from github.Repository import Repository
+
+    from promotion.config import Environment, PromotionConfig, Settings
+
+MARKER_PREFIX = "release-promotion"
+PASSING_CONCLUSIONS = frozenset({"success", "neutral", "skipped"})
+
+
+# --------------------------------------------------------------------------- errors
+
+
+def _rebuild(cls: type[GitHubError], message: str, state: dict[str, Any]) -> GitHubError:
+    error = cls.__new__(cls)
+    Exception.__init__(error, message)
+    error.__dict__.update(state)
+    return error
+
+
+class GitHubError(Exception):
+    """Base of the GitHub client's errors; carries the repository, PR number and branch."""
+
+    transient: bool = False
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        repository: str | None = None,
+        pr_number: int | None = None,
+        branch: str | None = None,
+        status: int | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.repository = repository
+        self.pr_number = pr_number
+        self.branch = branch
+        self.status = status
+        self.retry_after = retry_after
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Keyword-only constructor arguments do not survive the default pickling of exceptions;
+        # Prefect persists task failures, so keep them picklable.
+        return (_rebuild, (type(self), str(self), dict(self.__dict__)))
+
+
+class GitHubUnavailable(GitHubError):
+    """A transient failure: 5xx, a connection error or a timeout. Retrying may succeed."""
+
+    transient = True
+
+
+class GitHubRateLimited(GitHubUnavailable):
+    """429, or a 403 secondary rate limit; ``retry_after`` holds the server's Retry-After."""
+
+
+class GitHubRequestFailed(GitHubError):
+    """A 4xx that retrying will not fix (bad credentials, not found, validation failed...)."""
+
+
+class PullRequestNotFound(GitHubRequestFailed):
+    """The pull request number does not exist in the repository."""
+
+
+class NothingToPromote(GitHubError):
+    """The overlay already holds every tag of the release: no pull request is opened."""
+
+
+class NothingToRevert(GitHubError):
+    """The base branch already holds the content the revert would restore."""
+
+
+class PullRequestNotMerged(GitHubError):
+    """A revert was asked for a pull request that was never merged."""
+
+
+class ChecksFailed(GitHubError):
+    """A required check concluded without success; ``failed`` lists the failing ones."""
+
+    failed: tuple[CheckResult, ...] = ()
+
+
+class ChecksTimedOut(GitHubError):
+    """The required checks did not all pass in time; ``pending`` lists what was left."""
+
+    pending: tuple[str, ...] = ()
+
+
+class ReviewTimedOut(GitHubError):
+    """No approving review by an allowed login on the current head arrived in time."""
+
+
+class MergeRefused(GitHubError):
+    """GitHub answered 405: the pull request is not mergeable; ``reason`` is GitHub's."""
+
+    reason: str = ""
+
+
+class HeadMoved(GitHubError):
+    """GitHub answered 409: the head is no longer the commit the merge was approved for."""
+
+
+def _header(headers: Mapping[str, Any] | None, name: str) -> str | None:
+    if not headers:
+        return None
+    for key, value in headers.items():
+        if key.lower() == name:
+            return str(value)
+    return None
+
+
+def _retry_after(headers: Mapping[str, Any] | None) -> float | None:
+    """Seconds from a Retry-After header (delta-seconds or an HTTP date), if there is one."""
+    value = _header(headers, "retry-after")
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def _github_message(exc: GithubException) -> str:
+    data = exc.data
+    if isinstance(data, dict):
+        message = str(data.get("message") or "")
+        errors = data.get("errors")
+        if isinstance(errors, list) and errors:
+            details = [
+                str(e.get("message") or e.get("code") or e) if isinstance(e, dict) else str(e)
+                for e in errors
+            ]
+            message = f"{message} ({'; '.join(details)})" if message else "; ".join(details)
+        if message:
+            return message
+    return exc.message or f"HTTP {exc.status}"
+
+
+def _is_secondary_rate_limit(exc: GithubException) -> bool:
+    if exc.status != 403:
+        return False
+    message = _github_message(exc).lower()
+    return Requester.isSecondaryRateLimitError(message) or (
+        _header(exc.headers, "retry-after") is not None
+        and not Requester.isPrimaryRateLimitError(message)
+    )
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True for failures worth retrying: 5xx, 429, a 403 secondary rate limit, connection errors.
+
+    Accepts this module's errors, PyGithub's ``GithubException`` and ``requests`` errors; other
+    4xx and logic errors (checks failed, merge refused...) are never transient.
+    """
+    if isinstance(exc, GitHubError):
+        return exc.transient
+    if isinstance(exc, GithubException):
+        return exc.status >= 500 or exc.status == 429 or _is_secondary_rate_limit(exc)
+    return isinstance(exc, requests.ConnectionError | requests.Timeout)
+
+
+# --------------------------------------------------------------------------- results
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+
+class PullRequestInfo(_Frozen):
+    """A pull request as the flows need it (serializable, persisted by the flows)."""
+
+    number: int
+    url: str
+    head_branch: str
+    head_sha: str
+    base_branch: str
+    state: str
+    merged: bool
+    merge_commit_sha: str | None = None
+    title: str
+    created: bool = False
+
+
+class CheckResult(_Frozen):
+    """One required check on a commit: a check run (by name) or a commit status (by context)."""
+
+    name: str
+    kind: Literal["check_run", "status"]
+    status: str  # queued | in_progress | completed (check runs); pending | completed (statuses)
+    conclusion: str | None = None  # success, failure, ... (statuses: success, failure, error)
+    url: str | None = None
+    summary: str | None = None
+
+
+class ChecksSummary(_Frozen):
+    """The required checks of a pull request's head, all passed."""
+
+    pr_number: int
+    head_sha: str
+    checks: tuple[CheckResult, ...]
+
+
+class ReviewInfo(_Frozen):
+    """An approving review."""
+
+    id: int
+    login: str
+    state: str
+    commit_id: str
+    submitted_at: str | None = None
+    url: str | None = None
+
+
+class MergeResult(_Frozen):
+    """The outcome of a merge; ``already_merged`` when an earlier call had merged it."""
+
+    pr_number: int
+    sha: str
+    method: str
+    already_merged: bool = False
+
+
+class CommentInfo(_Frozen):
+    """A pull request comment; ``created`` is False when a comment with the marker existed."""
+
+    id: int
+    url: str
+    created: bool
+
+
+# --------------------------------------------------------------------------- the client
+
+
+def marker(*parts: str) -> str:
+    """The hidden HTML comment that identifies text this project wrote."""
+    return f"<!-- {MARKER_PREFIX}: {' '.join(parts)} -->"
+
+
+def promotion_branch(env: str, version: str) -> str:
+    return f"promote/{env}/{validate_version(version)}"
+
+
+class GitHubClient:
+    """A client for one GitOps repository on GitHub (or anything that speaks its REST API).
+
+    Args:
+        base_url: The REST API root (``https://api.github.com``, or the sandbox's ``api_url``).
+        token: A token with contents and pull request write access.
+        repository: ``owner/name``.
+        base_branch: The branch the environments follow.
+        timeout: Seconds per HTTP request.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        token: SecretStr | str,
+        repository: str,
+        *,
+        base_branch: str = "main",
+        timeout: float = 15.0,
+    ) -> None:
+        secret = token if isinstance(token, SecretStr) else SecretStr(token)
+        if not secret.get_secret_value():
+            raise GitHubError(f"[{repository}] an empty GitHub token was given")
+        self._token = secret
+        self.repository = repository
+        self.base_branch = base_branch
+        self.base_url = base_url.rstrip("/")
+        self._gh = Github(
+            auth=Auth.Token(secret.get_secret_value()),
+            base_url=self.base_url,
+            timeout=max(1, math.ceil(timeout)),
+            retry=None,
+            seconds_between_requests=None,
+            seconds_between_writes=None,
+            lazy=True,
+        )
+        self._repo: Repository = self._gh.get_repo(repository)
+        self._etags: dict[str, tuple[str, Any]] = {}
+
+    @classmethod
+    def from_settings(cls, settings: Settings, config: PromotionConfig) -> GitHubClient:
+        """Build the client from the endpoint settings and the promotion setup."""
+        settings.require("github_token")
+        assert settings.github_token is not None
+        return cls(
+            settings.github_url,
+            settings.github_token,
+            config.github.repository,
+            base_branch=config.github.base_branch,
+        )
+
+    def __repr__(self) -> str:
+        return f"GitHubClient({self.base_url!r}, repository={self.repository!r})"
+
+    def close_session(self) -> None:
+        """Release the HTTP connections (``close(n)`` closes a pull request)."""
+        self._gh.close()
+
+    def __enter__(self) -> GitHubClient:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close_session()
+
+    # ----------------------------------------------------------------- error translation
+
+    def _redact(self, text: str) -> str:
+        token = self._token.get_secret_value()
+        return text.replace(token, "***") if token else text
+
+    def _fail(
+        self,
+        cls: type[GitHubError],
+        what: str,
+        *,
+        pr_number: int | None = None,
+        branch: str | None = None,
+        status: int | None = None,
+        retry_after: float | None = None,
+    ) -> GitHubError:
+        where = self.repository
+        if pr_number is not None:
+            where += f"#{pr_number}"
+        if branch is not None:
+            where += f" {branch}"
+        return cls(
+            self._redact(f"[{where}] {what}"),
+            repository=self.repository,
+            pr_number=pr_number,
+            branch=branch,
+            status=status,
+            retry_after=retry_after,
+        )
+
+    def _translate(
+        self,
+        exc: BaseException,
+        action: str,
+        *,
+        pr_number: int | None = None,
+        branch: str | None = None,
+    ) -> GitHubError:
+        if isinstance(exc, GithubException):
+            message = f"{action}: GitHub answered {exc.status}: {_github_message(exc)}"
+            retry_after = _retry_after(exc.headers)
+            cls: type[GitHubError]
+            if exc.status == 429 or _is_secondary_rate_limit(exc):
+                cls = GitHubRateLimited
+            elif exc.status >= 500:
+                cls = GitHubUnavailable
+            elif exc.status == 404 and pr_number is not None:
+                cls = PullRequestNotFound
+            else:
+                cls = GitHubRequestFailed
+            return self._fail(
+                cls,
+                message,
+                pr_number=pr_number,
+                branch=branch,
+                status=exc.status,
+                retry_after=retry_after,
+            )
+        if isinstance(exc, requests.RequestException):
+            kind = GitHubUnavailable if is_transient(exc) else GitHubError
+            return self._fail(
+                kind,
+                f"{action}: {type(exc).__name__}: {exc}",
+                pr_number=pr_number,
+                branch=branch,
+            )
+        return self._fail(GitHubError, f"{action}: {exc}", pr_number=pr_number, branch=branch)
+
+    @contextmanager
+    def _calling(
+        self, action: str, *, pr_number: int | None = None, branch: str | None = None
+    ) -> Iterator[None]:
+        try:
+            yield
+        except GitHubError:
+            raise
+        except (GithubException, requests.RequestException) as exc:
+            raise self._translate(exc, action, pr_number=pr_number, branch=branch) from exc
+
+    def _raise(self, exc: BaseException, action: str, *, pr_number: int | None = None) -> NoReturn:
+        raise self._translate(exc, action, pr_number=pr_number) from exc
+
+    # ----------------------------------------------------------------- low-level helpers
+
+    def _conditional_get(self, path: str, action: str, *, pr_number: int | None = None) -> Any:
+        """GET ``path`` with ``If-None-Match``; a 304 returns the body remembered with the ETag."""
+        cached = self._etags.get(path)
+        headers = {"If-None-Match": cached[0]} if cached else {}
+        try:
+            status, response_headers, body = self._gh.requester.requestJson(
+                "GET", path, headers=headers
+            )
+        except requests.RequestException as exc:
+            self._raise(exc, action, pr_number=pr_number)
+        if status == 304 and cached is not None:
+            return cached[1]
+        try:
+            data = json.loads(body) if body else None
+        except ValueError:
+            data = {"message": body[:200]}
+        if status >= 400:
+            error = Requester.createException(
+                status, response_headers, data if isinstance(data, dict) else {}
+            )
+            self._raise(error, action, pr_number=pr_number)
+        etag = _header(response_headers, "etag")
+        if etag:
+            self._etags[path] = (etag, data)
+        return data
+
+    def _repo_path(self, suffix: str) -> str:
+        return f"/repos/{self.repository}{suffix}"
+
+    def _git_tree(self, sha: str) -> GitTree:
+        return GitTree(self._gh.requester, {}, {"sha": sha}, completed=True)
+
+    def _git_commit(self, sha: str) -> GitCommit:
+        return GitCommit(self._gh.requester, {}, {"sha": sha}, completed=True)
+
+    @staticmethod
+    def _info(pr: PullRequest, created: bool = False) -> PullRequestInfo:
+        return PullRequestInfo(
+            number=pr.number,
+            url=pr.html_url,
+            head_branch=pr.head.ref,
+            head_sha=pr.head.sha,
+            base_branch=pr.base.ref,
+            state=pr.state,
+            merged=bool(pr.merged),
+            merge_commit_sha=pr.merge_commit_sha if pr.merged else None,
+            title=pr.title,
+            created=created,
+        )
+
+    def _pull(self, number: int) -> PullRequest:
+        with self._calling(f"read pull request #{number}", pr_number=number):
+            pr = self._repo.get_pull(number)
+            pr.complete()
+            return pr
+
+    def _base_head(self) -> tuple[str, str]:
+        """The base branch's head commit sha and its tree sha (one request)."""
+        with self._calling("read the base branch", branch=self.base_branch):
+            branch = self._repo.get_branch(self.base_branch)
+            commit = branch.raw_data["commit"]
+            return str(commit["sha"]), str(commit["commit"]["tree"]["sha"])
+
+    def _branch_head(self, branch: str) -> str | None:
+        """The head sha of ``branch``, or None when it does not exist."""
+        try:
+            ref = self._repo.get_git_ref(f"heads/{branch}")
+            return ref.object.sha
+        except GithubException as exc:
+            if exc.status == 404:
+                return None
+            raise self._translate(exc, "read the branch", branch=branch) from exc
+        except requests.RequestException as exc:
+            raise self._translate(exc, "read the branch", branch=branch) from exc
+
+    def _open_pr_for(self, branch: str) -> PullRequest | None:
+        owner = self.repository.split("/", 1)[0]
+        with self._calling("list pull requests", branch=branch):
+            for pr in self._repo.get_pulls(state="open", head=f"{owner}:{branch}"):
+                if pr.head.ref == branch:
+                    return pr
+        return None
+
+    # ----------------------------------------------------------------- reads
+
+    def get_pr(self, number: int) -> PullRequestInfo:
+        """The pull request ``number``; raises ``PullRequestNotFound``."""
+        return self._info(self._pull(number))
+
+    def find_pr(self, branch: str) -> PullRequestInfo | None:
+        """The open pull request whose head is ``branch``, if any."""
+        pr = self._open_pr_for(branch)
+        return self._info(pr) if pr is not None else None
+
+    def read_file(self, path: str, ref: str | None = None) -> tuple[str, str]:
+        """Return ``(text, blob sha)`` of ``path`` at ``ref`` (default: the base branch)."""
+        with self._calling(f"read {path} at {ref or self.base_branch}"):
+            content = self._repo.get_contents(path, ref=ref or self.base_branch)
+            if isinstance(content, list):
+                raise self._fail(GitHubRequestFailed, f"{path} is a directory, not a file")
+            return content.decoded_content.decode("utf-8"), content.sha
+
+    # ----------------------------------------------------------------- branch + PR core
+
+    def _ensure_pr(
+        self,
+        *,
+        branch: str,
+        base_sha: str,
+        tree_sha: str,
+        message: str,
+        title: str,
+        body: str,
+        labels: Sequence[str] = (),
+    ) -> PullRequestInfo:
+        """Make ``branch`` one commit (``tree_sha`` on ``base_sha``) and give it one open PR."""
+        head = self._branch_head(branch)
+        if head is None:
+            commit_sha = self._create_commit(message, tree_sha, base_sha, branch)
+            with self._calling("create the branch", branch=branch):
+                try:
+                    self._repo.create_git_ref(f"refs/heads/{branch}", commit_sha)
+                except GithubException as exc:
+                    if exc.status != 422:  # 422: created meanwhile; force it below
+                        raise
+                    self._repo.get_git_ref(f"heads/{branch}").edit(commit_sha, force=True)
+            return self._create_pr(branch, title, body, labels, commit_sha)
+
+        pr = self._open_pr_for(branch)
+        with self._calling("read the branch head", branch=branch):
+            current = self._repo.get_git_commit(head)
+            good = current.tree.sha == tree_sha and [p.sha for p in current.parents] == [base_sha]
+        if not good:
+            # Stale (the base moved) or wrong content: one fresh commit replaces the branch.
+            head = self._create_commit(message, tree_sha, base_sha, branch)
+            with self._calling("update the branch", branch=branch):
+                self._repo.get_git_ref(f"heads/{branch}").edit(head, force=True)
+        if pr is None:
+            return self._create_pr(branch, title, body, labels, head)
+        if pr.title != title or (pr.body or "") != body:
+            with self._calling("update the pull request", pr_number=pr.number, branch=branch):
+                pr.edit(title=title, body=body)
+        info = self._info(pr)
+        return info.model_copy(update={"head_sha": head, "created": False})
+
+    def _create_commit(self, message: str, tree_sha: str, base_sha: str, branch: str) -> str:
+        with self._calling("create the commit", branch=branch):
+            commit = self._repo.create_git_commit(
+                message, self._git_tree(tree_sha), [self._git_commit(base_sha)]
+            )
+            return commit.sha
+
+    def _create_pr(
+        self, branch: str, title: str, body: str, labels: Sequence[str], head_sha: str
+    ) -> PullRequestInfo:
+        with self._calling("open the pull request", branch=branch):
+            try:
+                pr = self._repo.create_pull(
+                    base=self.base_branch, head=branch, title=title, body=body
+                )
+            except GithubException as exc:
+                # 422 "A pull request already exists": a retry after a lost response.
+                if exc.status != 422:
+                    raise
+                existing = self._open_pr_for(branch)
+                if existing is None:
+                    raise
+                return self._info(existing).model_copy(update={"head_sha": head_sha})
+            if labels:
+                pr.add_to_labels(*labels)
+        return self._info(pr, created=True)
+
+    def _tree_with(self, base_tree: str, files: Mapping[str, str | None], branch: str) -> str:
+        """Create a tree: ``base_tree`` with each path set to its text (None deletes it)."""
+        elements = [
+            InputGitTreeElement(path, "100644", "blob", content=text)
+            if text is not None
+            else InputGitTreeElement(path, "100644", "blob", sha=None)
+            for path, text in sorted(files.items())
+        ]
+        with self._calling("create the tree", branch=branch):
+            return self._repo.create_git_tree(elements, self._git_tree(base_tree)).sha
+
+    # ----------------------------------------------------------------- promotion
+
+    def open_promotion_pr(
+        self,
+        env: Environment,
+        version: str,
+        images: Mapping[str, str],
+        *,
+        labels: Sequence[str] = (),
+    ) -> PullRequestInfo:
+        """Open (or find, or correct) the pull request that promotes ``version`` to ``env``.
+
+        One commit on the current base head changes the overlay's tag of every image at once.
+        Raises ``NothingToPromote`` when the overlay already holds every tag.
+        """
+        validate_version(version)
+        branch = promotion_branch(env.name, version)
+        base_sha, base_tree = self._base_head()
+        with self._calling(f"read {env.overlay}", branch=self.base_branch):
+            content = self._repo.get_contents(env.overlay, ref=base_sha)
+            if isinstance(content, list):
+                raise self._fail(GitHubRequestFailed, f"{env.overlay} is a directory")
+            text = content.decoded_content.decode("utf-8")
+        changes = ImageChangeSet.build(env.name, version, images, read_image_tags(text))
+        if not changes.pending:
+            raise self._fail(
+                NothingToPromote,
+                f"{env.name} is already at {version}: every image in {env.overlay} has that tag",
+                branch=branch,
+            )
+        new_text = set_image_tags(text, changes.new_tags())
+        tree_sha = self._tree_with(base_tree, {env.overlay: new_text}, branch)
+        title = f"Promote {version} to {env.name}"
+        body = (
+            f"Promotes release `{version}` to **{env.name}** "
+            f"({len(changes.pending)} of {len(changes.changes)} images change).\n\n"
+            f"{changes.markdown_table()}\n\n{marker('promote', env.name, version)}\n"
+        )
+        message = f"{title}\n\n" + "\n".join(
+            f"{c.service}: {c.old_tag or '-'} -> {c.new_tag}" for c in changes.pending
+        )
+        return self._ensure_pr(
+            branch=branch,
+            base_sha=base_sha,
+            tree_sha=tree_sha,
+            message=message,
+            title=title,
+            body=body,
+            labels=labels,
+        )
+
+    # ----------------------------------------------------------------- checks
+
+    def _check_results(
+        self, sha: str, required: Sequence[str], pr_number: int
+    ) -> dict[str, CheckResult]:
+        found: dict[str, CheckResult] = {}
+        data = self._conditional_get(
+            self._repo_path(f"/commits/{sha}/check-runs?per_page=100"),
+            "list check runs",
+            pr_number=pr_number,
+        )
+        runs = sorted(
+            (data or {}).get("check_runs", []),
+            key=lambda r: (str(r.get("started_at") or ""), int(r.get("id") or 0)),
+        )
+        for run in runs:  # the latest run of a name wins
+            name = str(run.get("name"))
+            if name in required:
+                output = run.get("output") or {}
+                found[name] = CheckResult(
+                    name=name,
+                    kind="check_run",
+                    status=str(run.get("status")),
+                    conclusion=run.get("conclusion"),
+                    url=run.get("html_url") or run.get("details_url"),
+                    summary=output.get("summary") or output.get("title"),
+                )
+        if all(name in found for name in required):
+            return found
+        # Only contexts missing from the check runs are looked up as commit statuses.
+        combined = self._conditional_get(
+            self._repo_path(f"/commits/{sha}/status?per_page=100"),
+            "read the combined status",
+            pr_number=pr_number,
+        )
+        for status in (combined or {}).get("statuses", []):  # newest first
+            name = str(status.get("context"))
+            if name in required and name not in found:
+                state = str(status.get("state"))
+                found[name] = CheckResult(
+                    name=name,
+                    kind="status",
+                    status="pending" if state == "pending" else "completed",
+                    conclusion=None if state == "pending" else state,
+                    url=status.get("target_url"),
+                    summary=status.get("description"),
+                )
+        return found
+
+    def wait_for_checks(
+        self,
+        pr_number: int,
+        required: Sequence[str],
+        *,
+        timeout: float = 600,
+        poll_interval: float = 2.0,
+        head_sha: str | None = None,
+    ) -> ChecksSummary:
+        """Wait until every required check on the PR head passed; fail fast on a failure.
+
+        ``required`` names check runs (by name) or commit statuses (by context). Pass
+        ``head_sha`` (from ``open_promotion_pr``) to save reading the pull request.
+        Raises ``ChecksFailed`` (with the check's output summary) or ``ChecksTimedOut``.
+        """
+        sha = head_sha or self._pull(pr_number).head.sha
+        deadline = time.monotonic() + timeout
+        while True:
+            found = self._check_results(sha, required, pr_number)
+            failed = tuple(
+                r
+                for r in found.values()
+                if r.status == "completed" and r.conclusion not in PASSING_CONCLUSIONS
+            )
+            if failed:
+                details = "; ".join(
+                    f"{r.name} concluded {r.conclusion}: {r.summary or 'no summary'}"
+                    for r in failed
+                )
+                error = self._fail(
+                    ChecksFailed,
+                    f"required checks failed on {sha[:12]}: {details}",
+                    pr_number=pr_number,
+                )
+                assert isinstance(error, ChecksFailed)
+                error.failed = failed
+                raise error
+            pending = tuple(
+                name for name in required if name not in found or found[name].status != "completed"
+            )
+            if not pending:
+                return ChecksSummary(
+                    pr_number=pr_number,
+                    head_sha=sha,
+                    checks=tuple(found[name] for name in required),
+                )
+            if time.monotonic() + poll_interval > deadline:
+                states = ", ".join(
+                    f"{name} ({found[name].status if name in found else 'not reported'})"
+                    for name in pending
+                )
+                timed_out = self._fail(
+                    ChecksTimedOut,
+                    f"checks on {sha[:12]} still pending after {timeout:g}s: {states}",
+                    pr_number=pr_number,
+                )
+                assert isinstance(timed_out, ChecksTimedOut)
+                timed_out.pending = pending
+                raise timed_out
+            time.sleep(poll_interval)
+
+    # ----------------------------------------------------------------- reviews
+
+    def _approving(
+        self, reviews: Sequence[Mapping[str, Any]], head_sha: str, allowed: Sequence[str]
+    ) -> ReviewInfo | None:
+        latest: dict[str, Mapping[str, Any]] = {}
+        for review in reviews:  # chronological; comments do not override an approval
+            login = str((review.get("user") or {}).get("login", ""))
+            if review.get("state") in {"APPROVED", "CHANGES_REQUESTED", "DISMISSED"}:
+                latest[login] = review
+        approvals = [
+            r
+            for login, r in latest.items()
+            if login in allowed and r.get("state") == "APPROVED" and r.get("commit_id") == head_sha
+        ]
+        if not approvals:
+            return None
+        best = max(approvals, key=lambda r: (str(r.get("submitted_at") or ""), int(r["id"])))
+        return ReviewInfo(
+            id=int(best["id"]),
+            login=str(best["user"]["login"]),
+            state=str(best["state"]),
+            commit_id=str(best["commit_id"]),
+            submitted_at=best.get("submitted_at"),
+            url=best.get("html_url"),
+        )
+
+    def _reviews(self, pr_number: int) -> list[Mapping[str, Any]]:
+        data = self._conditional_get(
+            self._repo_path(f"/pulls/{pr_number}/reviews?per_page=100"),
+            "list reviews",
+            pr_number=pr_number,
+        )
+        return list(data or [])
+
+    def find_approving_review(
+        self, pr_number: int, allowed_logins: Sequence[str]
+    ) -> ReviewInfo | None:
+        """The latest approving review by an allowed login on the current head, if any."""
+        head = self._pull(pr_number).head.sha
+        return self._approving(self._reviews(pr_number), head, allowed_logins)
+
+    def wait_for_approving_review(
+        self,
+        pr_number: int,
+        allowed_logins: Sequence[str],
+        *,
+        timeout: float = 3600,
+        poll_interval: float = 10.0,
+    ) -> ReviewInfo:
+        """Poll (conditionally) until ``find_approving_review`` finds one; else ``ReviewTimedOut``."""
+        deadline = time.monotonic() + timeout
+        while True:
+            pr = self._conditional_get(
+                self._repo_path(f"/pulls/{pr_number}"), "read the pull request", pr_number=pr_number
+            )
+            head = str(pr["head"]["sha"])
+            found = self._approving(self._reviews(pr_number), head, allowed_logins)
+            if found is not None:
+                return found
+            if time.monotonic() + poll_interval > deadline:
+                raise self._fail(
+                    ReviewTimedOut,
+                    f"no approving review by {', '.join(allowed_logins)} on {head[:12]} "
+                    f"after {timeout:g}s",
+                    pr_number=pr_number,
+                )
+            time.sleep(poll_interval)
+
+    # ----------------------------------------------------------------- merge, comment, close
+
+    def merge(
+        self, pr_number: int, method: str = "squash", expected_head_sha: str | None = None
+    ) -> MergeResult:
+        """Merge the pull request; an already merged one returns its merge sha.
+
+        Raises ``MergeRefused`` (405, with GitHub's reason) or ``HeadMoved`` (409).
+        """
+        pr = self._repo.get_pull(pr_number)  # lazy: no request
+        try:
+            if expected_head_sha is None:
+                status = pr.merge(merge_method=method)
+            else:
+                status = pr.merge(merge_method=method, sha=expected_head_sha)
+            return MergeResult(pr_number=pr_number, sha=status.sha, method=method)
+        except GithubException as exc:
+            if exc.status not in (405, 409):
+                self._raise(exc, "merge", pr_number=pr_number)
+            current = self._pull(pr_number)
+            if current.merged:
+                return MergeResult(
+                    pr_number=pr_number,
+                    sha=current.merge_commit_sha,
+                    method=method,
+                    already_merged=True,
+                )
+            reason = _github_message(exc)
+            if exc.status == 409:
+                raise self._fail(
+                    HeadMoved,
+                    f"merge refused (409): the head is {current.head.sha[:12]}, not "
+                    f"{(expected_head_sha or '?')[:12]}: {reason}",
+                    pr_number=pr_number,
+                    branch=current.head.ref,
+                    status=409,
+                ) from exc
+            refused = self._fail(
+                MergeRefused,
+                f"merge refused (405): {reason}",
+                pr_number=pr_number,
+                branch=current.head.ref,
+                status=405,
+            )
+            assert isinstance(refused, MergeRefused)
+            refused.reason = reason
+            raise refused from exc
+        except requests.RequestException as exc:
+            self._raise(exc, "merge", pr_number=pr_number)
+
+    def comment(self, pr_number: int, text: str, *, key: str | None = None) -> CommentInfo:
+        """Comment on the pull request; with ``key``, one comment per key (edited, not repeated)."""
+        issue = self._repo.get_issue(pr_number)  # lazy: no request
+        with self._calling("comment", pr_number=pr_number):
+            if key is None:
+                created = issue.create_comment(text)
+                return CommentInfo(id=created.id, url=created.html_url, created=True)
+            tag = marker("comment", key)
+            body = f"{text}\n\n{tag}"
+            for existing in issue.get_comments():
+                if tag in (existing.body or ""):
+                    if existing.body != body:
+                        existing.edit(body)
+                    return CommentInfo(id=existing.id, url=existing.html_url, created=False)
+            created = issue.create_comment(body)
+            return CommentInfo(id=created.id, url=created.html_url, created=True)
+
+    def close(self, pr_number: int) -> PullRequestInfo:
+        """Close the pull request without merging (a no-op when it is closed already)."""
+        pr = self._pull(pr_number)
+        if pr.state != "closed":
+            with self._calling("close the pull request", pr_number=pr_number):
+                pr.edit(state="closed")
+        return self._info(pr)
+
+    # ----------------------------------------------------------------- revert
+
+    def open_revert_pr(self, merged_pr_number: int) -> PullRequestInfo:
+        """Open (or find) the pull request that reverts a merged one.
+
+        One commit on the current base head restores every file the merged PR changed to its
+        content in the merge commit's first parent.
+        """
+        original = self._pull(merged_pr_number)
+        if not original.merged or not original.merge_commit_sha:
+            raise self._fail(
+                PullRequestNotMerged,
+                "cannot revert: the pull request was not merged",
+                pr_number=merged_pr_number,
+            )
+        merge_sha = original.merge_commit_sha
+        branch = f"revert/{original.head.ref}"
+        with self._calling("read the merged changes", pr_number=merged_pr_number):
+            files = list(original.get_files())
+            parent = self._repo.get_git_commit(merge_sha).parents[0].sha
+        restore: dict[str, str | None] = {}
+        for f in files:
+            paths = [f.filename]
+            if f.status == "renamed" and f.previous_filename:
+                restore[f.filename] = None
+                paths = [f.previous_filename]
+            for path in paths:
+                if f.status == "added":
+                    restore[path] = None
+                else:
+                    restore[path] = self.read_file(path, parent)[0]
+        base_sha, base_tree = self._base_head()
+        tree_sha = self._tree_with(base_tree, restore, branch)
+        if tree_sha == base_tree:
+            raise self._fail(
+                NothingToRevert,
+                f"{self.base_branch} already holds the content before {merge_sha[:12]}",
+                pr_number=merged_pr_number,
+                branch=branch,
+            )
+        title = f'Revert "{original.title}"'
+        listed = "\n".join(f"- `{p}`" for p in sorted(restore))
+        body = (
+            f"Reverts #{merged_pr_number} ({original.html_url}), merge commit `{merge_sha}`.\n\n"
+            f"Restores these files to their content in `{parent}`:\n{listed}\n\n"
+            f"{marker('revert', str(merged_pr_number), merge_sha)}\n"
+        )
+        message = f"{title}\n\nThis reverts merge commit {merge_sha} (#{merged_pr_number})."
+        return self._ensure_pr(
+            branch=branch,
+            base_sha=base_sha,
+            tree_sha=tree_sha,
+            message=message,
+            title=title,
+            body=body,
+        )
