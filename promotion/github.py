@@ -240,6 +240,10 @@ class ChecksSummary(_Frozen):
     head_sha: str
     checks: tuple[CheckResult, ...]
 
+    def describe(self) -> str:
+        """One line for summaries: ``name=conclusion`` of each check."""
+        return ", ".join(f"{c.name}={c.conclusion}" for c in self.checks) or "none required"
+
 
 class ReviewInfo(_Frozen):
     """An approving review."""
@@ -518,10 +522,39 @@ class GitHubClient:
         """The pull request ``number``; raises ``PullRequestNotFound``."""
         return self._info(self._pull(number))
 
-    def find_pr(self, branch: str) -> PullRequestInfo | None:
-        """The open pull request whose head is ``branch``, if any."""
-        pr = self._open_pr_for(branch)
-        return self._info(pr) if pr is not None else None
+    def find_pr(self, branch: str, *, state: str = "open") -> PullRequestInfo | None:
+        """The pull request whose head is ``branch``, if any.
+
+        With ``state="all"``: the open one, else the latest merged one, else the latest closed.
+        """
+        if state == "open":
+            pr = self._open_pr_for(branch)
+            return self._info(pr) if pr is not None else None
+        owner = self.repository.split("/", 1)[0]
+        with self._calling("list pull requests", branch=branch):
+            pulls = [
+                p
+                for p in self._repo.get_pulls(state=state, head=f"{owner}:{branch}")
+                if p.head.ref == branch
+            ]
+            if not pulls:
+                return None
+            best = max(pulls, key=lambda p: (p.state == "open", bool(p.merged_at), p.number))
+            return self._info(best)
+
+    def latest_merged_pr(self, branch_prefix: str) -> PullRequestInfo | None:
+        """The most recently merged pull request whose head branch starts with the prefix."""
+        with self._calling("list merged pull requests"):
+            for pr in self._repo.get_pulls(
+                state="closed", sort="updated", direction="desc", base=self.base_branch
+            ):
+                if pr.merged_at is not None and pr.head.ref.startswith(branch_prefix):
+                    return self._info(pr)
+        return None
+
+    def base_head_sha(self) -> str:
+        """The commit the base branch points at now."""
+        return self._base_head()[0]
 
     def read_file(self, path: str, ref: str | None = None) -> tuple[str, str]:
         """Return ``(text, blob sha)`` of ``path`` at ``ref`` (default: the base branch)."""
