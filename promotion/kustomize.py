@@ -9,6 +9,7 @@ where each value sits; the edit itself splices the original text.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -37,8 +38,53 @@ class ManifestInvalid(ValueError):
 
 
 _KINDS = {"Kustomization", "Component"}
-# Plain scalars that YAML would not read back as a string: keep them strings by quoting.
-_NON_STRING = YAML(typ="safe", pure=True)
+# A plain tag must read back as a string for every YAML reader of the file: kustomize reads
+# kustomizations with go-yaml v2 (YAML 1.1: `on`, `y`, `0b11`, `1_000` are not strings) and
+# refuses a non-string newTag; ruamel.yaml and yaml.v3 read YAML 1.2. Anything else is quoted.
+_YAML12 = YAML(typ="safe", pure=True)
+_YAML11 = YAML(typ="safe", pure=True)
+_YAML11.version = (1, 1)
+_GO_YAML_V2_WORDS = frozenset(
+    [
+        "y",
+        "Y",
+        "yes",
+        "Yes",
+        "YES",
+        "n",
+        "N",
+        "no",
+        "No",
+        "NO",
+        "true",
+        "True",
+        "TRUE",
+        "false",
+        "False",
+        "FALSE",
+        "on",
+        "On",
+        "ON",
+        "off",
+        "Off",
+        "OFF",
+        "null",
+        "Null",
+        "NULL",
+    ]
+)
+_GO_NUMBER = re.compile(
+    r"[-+]?(0[xX][0-9a-fA-F]+|0[oObB]?[0-9]+|[0-9]+|(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?)"
+)
+# newTag values written with YAML properties or block styles: not rewritten (an anchor's value is
+# shared with its aliases; a block scalar spans lines).
+_UNEDITABLE = {
+    "&": "an anchor or alias",
+    "*": "an anchor or alias",
+    "!": "a YAML tag",
+    "|": "a block scalar",
+    ">": "a block scalar",
+}
 
 
 @dataclass(frozen=True)
@@ -47,6 +93,7 @@ class _TagSpot:
     tag: str
     start: int  # offset of the first character of the scalar (quote included)
     end: int  # offset one past its last character
+    problem: str | None = None  # why this newTag cannot be rewritten, if it cannot
 
 
 def _load(text: str) -> Any:
@@ -62,12 +109,21 @@ def _load(text: str) -> Any:
     doc = docs[0]
     if not isinstance(doc, dict):
         raise KustomizationError(
-            f"not a Kustomization: the top level is a {type(doc).__name__}, not a mapping"
+            f"not a Kustomization: the top level is {_yaml_kind(doc)}, not a mapping"
         )
     kind = doc.get("kind")
     if kind is not None and kind not in _KINDS:
         raise KustomizationError(f"not a Kustomization: kind is {kind!r}")
     return doc
+
+
+def _yaml_kind(value: Any) -> str:
+    """How a YAML author would name ``value`` (not ruamel's CommentedSeq and CommentedMap)."""
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "a mapping"
+    return f"the scalar {value!r}"
 
 
 def _line_offsets(text: str) -> list[int]:
@@ -108,7 +164,7 @@ def _images(doc: Any) -> list[Any]:
     if images is None:
         raise KustomizationError("the kustomization has no images: list")
     if not isinstance(images, list):
-        raise KustomizationError(f"images: is a {type(images).__name__}, not a list")
+        raise KustomizationError(f"images: is {_yaml_kind(images)}, not a list")
     return images
 
 
@@ -122,32 +178,58 @@ def _tag_spots(text: str, doc: Any) -> dict[str, _TagSpot | None]:
         name = entry["name"]
         if name in spots:
             raise KustomizationError(f"image {name!r} is listed twice in images:")
-        if "newTag" not in entry or not isinstance(entry, CommentedMap):
+        # An empty or null newTag has no scalar in the text to replace: it counts as missing.
+        if entry.get("newTag") is None or not isinstance(entry, CommentedMap):
             spots[name] = None
             continue
         line, col = entry.lc.value("newTag")
         start = offsets[line] + col
+        value = entry["newTag"]
+        if text[start] in _UNEDITABLE:
+            spots[name] = _TagSpot(
+                name,
+                str(value),
+                start,
+                start,
+                f"image {name!r}: its newTag is written with {_UNEDITABLE[text[start]]}, "
+                "which this editor does not rewrite; edit that entry by hand",
+            )
+            continue
         spot_end = _scalar_end(text, start, flow=entry.fa.flow_style())
-        spots[name] = _TagSpot(name, str(entry["newTag"]), start, spot_end)
+        source = text[start:spot_end]
+        quoted = source[:1] in "'\""
+        # A plain scalar keeps its text (1.10 stays 1.10, not the float YAML makes of it).
+        tag = str(value) if quoted else source
+        problem: str | None = None
+        if isinstance(value, str) and not quoted and tag != value:
+            # A plain scalar continued on the next lines: its value is not the text we found.
+            problem = (
+                f"image {name!r}: its newTag {value!r} spans several lines; edit that entry by hand"
+            )
+        spots[name] = _TagSpot(name, tag, start, spot_end, problem)
     return spots
 
 
 def read_image_tags(text: str) -> dict[str, str]:
     """Return ``images[].name`` -> ``newTag`` for every entry that has a ``newTag``."""
     doc = _load(text)
-    return {
-        str(e["name"]): str(e["newTag"])
-        for e in _images(doc)
-        if isinstance(e, dict) and "name" in e and e.get("newTag") is not None
-    }
+    # The tag as written (``1.10`` stays ``1.10``, not the float YAML would make of it).
+    return {name: spot.tag for name, spot in _tag_spots(text, doc).items() if spot is not None}
 
 
 def _render_scalar(old_source: str, tag: str) -> str:
     if old_source[:1] in "'\"":
         return f"{old_source[0]}{tag}{old_source[0]}"
-    if not isinstance(_NON_STRING.load(tag), str):
-        return f'"{tag}"'  # a plain 1.10 would turn into the float 1.1
+    if _needs_quotes(tag):
+        return f'"{tag}"'  # a plain 1.10 would turn into the float 1.1, a plain on into true
     return tag
+
+
+def _needs_quotes(tag: str) -> bool:
+    """Whether a plain ``tag`` would be read as something other than a string by some reader."""
+    if tag in _GO_YAML_V2_WORDS or _GO_NUMBER.fullmatch(tag.replace("_", "")):
+        return True
+    return not all(isinstance(yaml.load(tag), str) for yaml in (_YAML11, _YAML12))
 
 
 def set_image_tags(text: str, tags: Mapping[str, str]) -> str:
@@ -174,8 +256,10 @@ def set_image_tags(text: str, tags: Mapping[str, str]) -> str:
                 f"image {name!r} is pinned by digest {entries[name]['digest']!r}; "
                 "kustomize would ignore a newTag, so it is not changed"
             )
-        elif spots[name] is None:
+        elif (spot := spots[name]) is None:
             problems.append(f"image {name!r} has no newTag to update")
+        elif spot.problem is not None:
+            problems.append(spot.problem)
     if problems:
         raise KustomizationError("; ".join(problems))
     edits = sorted(
