@@ -1,0 +1,148 @@
+"""Fault and latency injection for the GitHub emulator, and its call counting.
+
+A fault matches requests by method and a regular expression searched in the request path (the
+API prefix ``/api/v3`` removed) and fires for the next ``count`` matching calls: an error status
+(502/503...), a 429 or a secondary-rate-limit 403 with ``Retry-After``, or a stall before the
+call is served normally. ``latency`` delays every request.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+import threading
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+FaultKind = Literal["error", "rate_limit", "secondary_rate_limit", "stall"]
+KINDS: tuple[str, ...] = ("error", "rate_limit", "secondary_rate_limit", "stall")
+
+
+@dataclass
+class Fault:
+    """One armed fault; ``remaining`` counts down as matching calls arrive."""
+
+    id: int
+    kind: FaultKind
+    path: str = ".*"
+    method: str | None = None
+    remaining: int = 1
+    status: int = 502
+    retry_after: int = 1
+    seconds: float = 0.0
+    _regex: re.Pattern[str] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._regex = re.compile(self.path)
+
+    def matches(self, method: str, path: str) -> bool:
+        if self.method is not None and self.method.upper() != method.upper():
+            return False
+        return self._regex.search(path) is not None
+
+    def as_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data.pop("_regex", None)
+        return data
+
+
+class Faults:
+    """The armed faults and the global latency; thread-safe."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._faults: list[Fault] = []
+        self._ids = itertools.count(1)
+        self.latency: float = 0.0
+
+    def add(
+        self,
+        kind: FaultKind,
+        path: str = ".*",
+        method: str | None = None,
+        count: int = 1,
+        status: int | None = None,
+        retry_after: int = 1,
+        seconds: float = 0.0,
+    ) -> Fault:
+        """Arm a fault for the next ``count`` calls of ``method`` (any if None) matching ``path``.
+
+        ``kind``: "error" answers ``status`` (default 502); "rate_limit" answers 429 and
+        "secondary_rate_limit" a 403, both with ``Retry-After: retry_after``; "stall" sleeps
+        ``seconds`` and then serves the call.
+        """
+        if kind not in KINDS:
+            raise ValueError(f"unknown fault kind {kind!r}; one of {', '.join(KINDS)}")
+        if count < 1:
+            raise ValueError("count must be at least 1")
+        default = {"error": 502, "rate_limit": 429, "secondary_rate_limit": 403, "stall": 200}
+        fault = Fault(
+            id=next(self._ids),
+            kind=kind,
+            path=path,
+            method=method.upper() if method else None,
+            remaining=count,
+            status=status if status is not None else default[kind],
+            retry_after=retry_after,
+            seconds=seconds,
+        )
+        with self._lock:
+            self._faults.append(fault)
+        return fault
+
+    def take(self, method: str, path: str) -> Fault | None:
+        """The first armed fault matching this call (counted down), or None."""
+        with self._lock:
+            for fault in self._faults:
+                if fault.matches(method, path):
+                    fault.remaining -= 1
+                    if fault.remaining <= 0:
+                        self._faults.remove(fault)
+                    return fault
+        return None
+
+    def clear(self) -> None:
+        with self._lock:
+            self._faults.clear()
+        self.latency = 0.0
+
+    def list(self) -> list[Fault]:
+        with self._lock:
+            return list(self._faults)
+
+
+class Stats:
+    """Calls per "METHOD route-template"; 304 answers and injected faults counted apart."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.routes: Counter[str] = Counter()
+        self.not_modified: Counter[str] = Counter()
+        self.faulted: Counter[str] = Counter()
+
+    def count(self, key: str, status: int, faulted: bool = False) -> None:
+        with self._lock:
+            if faulted:
+                self.faulted[key] += 1
+            elif status == 304:
+                self.not_modified[key] += 1
+            else:
+                self.routes[key] += 1
+
+    def reset(self) -> None:
+        with self._lock:
+            self.routes.clear()
+            self.not_modified.clear()
+            self.faulted.clear()
+
+    def snapshot(self) -> dict[str, Any]:
+        with self._lock:
+            return {
+                "total": sum(self.routes.values()),
+                "routes": dict(sorted(self.routes.items())),
+                "not_modified_total": sum(self.not_modified.values()),
+                "not_modified": dict(sorted(self.not_modified.items())),
+                "faulted_total": sum(self.faulted.values()),
+                "faulted": dict(sorted(self.faulted.items())),
+            }
