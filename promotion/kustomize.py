@@ -306,7 +306,8 @@ def render(overlay_dir: str | os.PathLike[str], timeout: float = 60.0) -> str:
 def validate(rendered: str, kubernetes_version: str | None = None) -> int:
     """Validate rendered manifests with kubernetes-validate; return how many were checked.
 
-    Raises ``ManifestInvalid`` listing every error, each with the resource it concerns.
+    Raises ``ManifestInvalid`` listing every invalid resource with kubernetes-validate's message
+    for it (kubernetes-validate reports the first schema error of each resource).
     """
     import kubernetes_validate  # heavy import (bundled schemas): only when validating
 
@@ -317,8 +318,17 @@ def validate(rendered: str, kubernetes_version: str | None = None) -> int:
     except YAMLError as exc:
         raise ManifestInvalid(f"rendered manifests are not YAML: {exc}") from exc
     errors: list[str] = []
-    for doc in docs:
-        where = f"{doc.get('kind', '?')}/{(doc.get('metadata') or {}).get('name', '?')}"
+    for position, doc in enumerate(docs):
+        if not isinstance(doc, dict):
+            errors.append(f"document {position}: {_yaml_kind(doc)}, not a Kubernetes resource")
+            continue
+        metadata = doc.get("metadata")
+        name = metadata.get("name", "?") if isinstance(metadata, dict) else "?"
+        where = f"{doc.get('kind', '?')}/{name}"
+        missing = [key for key in ("apiVersion", "kind") if not isinstance(doc.get(key), str)]
+        if missing:
+            errors.append(f"{where}: no {' or '.join(missing)}")
+            continue
         try:
             kubernetes_validate.validate(doc, version, strict=True)
         except kubernetes_validate.ValidationError as exc:
@@ -327,8 +337,10 @@ def validate(rendered: str, kubernetes_version: str | None = None) -> int:
         except (
             kubernetes_validate.SchemaNotFoundError,
             kubernetes_validate.InvalidSchemaError,
+            kubernetes_validate.utils.VersionNotSupportedError,
         ) as exc:
-            errors.append(f"{where}: {exc}")
+            # These carry their text in .message; str() of them is empty.
+            errors.append(f"{where}: {exc.message}")
     if errors:
         raise ManifestInvalid("; ".join(errors))
     return len(docs)
