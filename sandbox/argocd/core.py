@@ -1,0 +1,847 @@
+"""The state machine of the Argo CD emulator: Applications, reconciliation, sync operations.
+
+Each Application follows a path of a real bare git repository at a target revision. A
+reconciliation resolves the revision with ``git rev-parse``, renders the path with the real
+kustomize (on a ``git archive`` of the commit) and compares it with what was last deployed; with
+auto-sync on, an out-of-sync Application gets a sync operation. A sync operation runs in a
+thread: it renders the revision, records a history entry and sets health Progressing, which turns
+Healthy (or Degraded when an image matches a configured bad pattern) after ``health_delay``.
+All state sits behind one lock; git and kustomize run outside it.
+"""
+
+from __future__ import annotations
+
+import copy
+import fnmatch
+import io
+import itertools
+import subprocess
+import tarfile
+import tempfile
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from ruamel.yaml import YAML
+
+from promotion.kustomize import KustomizeRenderFailed, render
+
+WORKLOAD_KINDS = {"Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job", "Pod"}
+
+
+class ArgoAPIError(Exception):
+    """An error answered in Argo CD's shape: HTTP status, gRPC code and message."""
+
+    def __init__(self, http_status: int, grpc_code: int, message: str) -> None:
+        super().__init__(message)
+        self.http_status = http_status
+        self.grpc_code = grpc_code
+        self.message = message
+
+
+def not_found(name: str) -> ArgoAPIError:
+    return ArgoAPIError(404, 5, f'applications.argoproj.io "{name}" not found')
+
+
+def failed_precondition(message: str) -> ArgoAPIError:
+    # grpc-gateway maps FailedPrecondition (9) to HTTP 400, as Argo CD's API server answers.
+    return ArgoAPIError(400, 9, message)
+
+
+def invalid_argument(message: str) -> ArgoAPIError:
+    return ArgoAPIError(400, 3, message)
+
+
+@dataclass(frozen=True)
+class AppSpec:
+    """One Application of the emulator.
+
+    ``reenable_autosync_after`` simulates an Application managed from Git (app of apps, Argo CD
+    issue 5351): seconds after auto-sync is turned off through the API, the parent puts Git's
+    spec back and auto-sync is on again by itself.
+    """
+
+    name: str
+    path: str
+    target_revision: str = "main"
+    auto_sync: bool = True
+    prune: bool = True
+    self_heal: bool = True
+    revision_history_limit: int = 10
+    environment: str | None = None
+    namespace: str | None = None
+    project: str = "default"
+    reenable_autosync_after: float | None = None
+
+
+def now_rfc3339() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass
+class _Rendered:
+    sha: str
+    manifests: str | None
+    error: str | None
+    images: tuple[str, ...] = ()
+
+
+@dataclass
+class _App:
+    spec: dict[str, Any]
+    metadata: dict[str, Any]
+    reenable_autosync_after: float | None
+    operation: dict[str, Any] | None = None
+    operation_state: dict[str, Any] | None = None
+    history: list[dict[str, Any]] = field(default_factory=list)
+    next_history_id: int = 0
+    deployed: _Rendered | None = None
+    sync_status: str = "Unknown"
+    sync_revision: str = ""
+    conditions: list[dict[str, Any]] = field(default_factory=list)
+    health_status: str = "Missing"
+    health_message: str = ""
+    health_transition: str = ""
+    health_ready_at: float | None = None
+    reconciled_at: str = ""
+    observed_at: str = ""
+    terminate: threading.Event | None = None
+    reenable_timer: threading.Timer | None = None
+
+    @property
+    def name(self) -> str:
+        return str(self.metadata["name"])
+
+    @property
+    def automated_enabled(self) -> bool:
+        automated = (self.spec.get("syncPolicy") or {}).get("automated")
+        return isinstance(automated, dict) and automated.get("enabled", True) is not False
+
+
+def images_of(manifests: str) -> tuple[str, ...]:
+    """The container images of the workloads in rendered manifests, sorted."""
+    yaml = YAML(typ="safe", pure=True)
+    found: set[str] = set()
+    for doc in yaml.load_all(manifests):
+        if not isinstance(doc, dict) or doc.get("kind") not in WORKLOAD_KINDS:
+            continue
+        pod = doc.get("spec") or {}
+        if doc.get("kind") != "Pod":
+            pod = ((pod.get("template") or {}).get("spec")) or {}
+        for key in ("initContainers", "containers"):
+            for container in pod.get(key) or []:
+                if isinstance(container, dict) and container.get("image"):
+                    found.add(str(container["image"]))
+    return tuple(sorted(found))
+
+
+class ArgoCDState:
+    """Applications and their reconciliation; the HTTP layer lives in ``sandbox.argocd.api``."""
+
+    def __init__(
+        self,
+        repo: Path,
+        applications: Sequence[AppSpec],
+        *,
+        repo_url: str | None = None,
+        reconcile_interval: float = 180.0,
+        health_delay: float = 0.2,
+        bad_image_patterns: Iterable[str] = (),
+        sync_duration: float = 0.0,
+    ) -> None:
+        self.repo = Path(repo)
+        self.repo_url = repo_url or self.repo.resolve().as_uri()
+        self.reconcile_interval = reconcile_interval
+        self.health_delay = health_delay
+        self.sync_duration = sync_duration
+        self._bad_patterns: tuple[str, ...] = tuple(bad_image_patterns)
+        self._lock = threading.RLock()
+        self._render_cache: dict[tuple[str, str], _Rendered] = {}
+        self._resource_version = itertools.count(1000)
+        self.counters: Counter[str] = Counter()
+        self._apps: dict[str, _App] = {}
+        self._poller: threading.Thread | None = None
+        self._stop = threading.Event()
+        for spec in applications:
+            self._apps[spec.name] = self._new_app(spec)
+        for app in self._apps.values():
+            self._initial_sync(app)
+
+    # -- construction -------------------------------------------------------------------------
+
+    def _new_app(self, spec: AppSpec) -> _App:
+        env = spec.environment or spec.name
+        automated: dict[str, Any] | None = (
+            {"enabled": True, "prune": spec.prune, "selfHeal": spec.self_heal}
+            if spec.auto_sync
+            else None
+        )
+        sync_policy: dict[str, Any] = {"syncOptions": ["CreateNamespace=true"]}
+        if automated is not None:
+            sync_policy["automated"] = automated
+        app_spec = {
+            "project": spec.project,
+            "source": {
+                "repoURL": self.repo_url,
+                "path": spec.path,
+                "targetRevision": spec.target_revision,
+            },
+            "destination": {
+                "server": "https://kubernetes.default.svc",
+                "namespace": spec.namespace or env,
+            },
+            "syncPolicy": sync_policy,
+            "revisionHistoryLimit": spec.revision_history_limit,
+        }
+        metadata = {
+            "name": spec.name,
+            "namespace": "argocd",
+            "uid": str(uuid.uuid4()),
+            "labels": {"environment": env},
+            "creationTimestamp": now_rfc3339(),
+            "generation": 1,
+            "resourceVersion": str(next(self._resource_version)),
+        }
+        return _App(
+            spec=app_spec, metadata=metadata, reenable_autosync_after=spec.reenable_autosync_after
+        )
+
+    def _initial_sync(self, app: _App) -> None:
+        """Deploy the current head at once, as if the Application had been synced long ago."""
+        sha = self._resolve(app.spec["source"]["targetRevision"])
+        rendered = self._render(sha, app.spec["source"]["path"])
+        now = now_rfc3339()
+        if rendered.error is not None:
+            app.sync_status = "Unknown"
+            app.sync_revision = sha
+            app.conditions = [self._comparison_error(rendered.error, now)]
+            app.reconciled_at = app.observed_at = now
+            return
+        self._record_deployment(app, rendered, now, now, {"username": "admin", "automated": False})
+        app.operation_state = {
+            "operation": {
+                "sync": {"revision": sha, "prune": True, "syncStrategy": {"hook": {}}},
+                "initiatedBy": {"automated": True},
+                "retry": {},
+            },
+            "phase": "Succeeded",
+            "message": "successfully synced (all tasks run)",
+            "startedAt": now,
+            "finishedAt": now,
+            "syncResult": {"revision": sha, "source": copy.deepcopy(app.spec["source"])},
+        }
+        app.health_status = "Healthy" if not self._bad_images(rendered.images) else "Degraded"
+        app.health_message = self._health_message(rendered.images)
+        app.health_transition = now
+        app.sync_status = "Synced"
+        app.sync_revision = sha
+        app.reconciled_at = app.observed_at = now
+
+    # -- git and kustomize ----------------------------------------------------------------------
+
+    def _git(self, *args: str) -> bytes:
+        result = subprocess.run(
+            ["git", "--git-dir", str(self.repo), *args],
+            capture_output=True,
+            check=False,
+            env={"GIT_CONFIG_NOSYSTEM": "1", "GIT_CONFIG_GLOBAL": "/dev/null", "PATH": _path()},
+        )
+        if result.returncode != 0:
+            raise RuntimeError(result.stderr.decode(errors="replace").strip())
+        return result.stdout
+
+    def _resolve(self, revision: str) -> str:
+        try:
+            return (
+                self._git("rev-parse", "--verify", "--quiet", f"{revision}^{{commit}}")
+                .decode()
+                .strip()
+            )
+        except RuntimeError:
+            try:
+                out = self._git("rev-parse", "--verify", f"refs/heads/{revision}^{{commit}}")
+            except RuntimeError as exc:
+                raise invalid_argument(
+                    f"Unable to resolve '{revision}' to a commit SHA: {exc}"
+                ) from exc
+            return out.decode().strip()
+
+    def _render(self, sha: str, path: str, *, fresh: bool = False) -> _Rendered:
+        key = (sha, path)
+        with self._lock:
+            cached = self._render_cache.get(key)
+        if cached is not None and not fresh:
+            return cached
+        archive = self._git("archive", "--format=tar", sha)
+        with tempfile.TemporaryDirectory(prefix="argocd-render-") as tmp:
+            with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+                tar.extractall(tmp, filter="data")
+            target = Path(tmp, path)
+            try:
+                if not target.is_dir():
+                    raise KustomizeRenderFailed(f"{path}: app path does not exist")
+                manifests = render(target)
+            except KustomizeRenderFailed as exc:
+                message = str(exc).replace(tmp + "/", "").replace(tmp, ".")
+                rendered = _Rendered(sha, None, message)
+            else:
+                rendered = _Rendered(sha, manifests, None, images_of(manifests))
+        self.counters["renders"] += 1
+        with self._lock:
+            self._render_cache[key] = rendered
+        return rendered
+
+    # -- health ---------------------------------------------------------------------------------
+
+    def _bad_images(self, images: Iterable[str]) -> list[str]:
+        return [
+            image
+            for image in images
+            if any(fnmatch.fnmatchcase(image, pattern) for pattern in self._bad_patterns)
+        ]
+
+    def _health_message(self, images: Iterable[str]) -> str:
+        bad = self._bad_images(images)
+        if not bad:
+            return ""
+        parts = []
+        for image in bad:
+            service = image.rsplit("/", 1)[-1].split(":", 1)[0]
+            parts.append(
+                f'Deployment "{service}" exceeded its progress deadline '
+                f"(Back-off pulling image {image!r})"
+            )
+        return "; ".join(parts)
+
+    def _settle_health(self, app: _App) -> None:
+        """Turn Progressing into Healthy or Degraded once the health delay passed."""
+        if app.health_ready_at is None or time.monotonic() < app.health_ready_at:
+            return
+        app.health_ready_at = None
+        images = app.deployed.images if app.deployed else ()
+        app.health_status = "Degraded" if self._bad_images(images) else "Healthy"
+        app.health_message = self._health_message(images)
+        app.health_transition = app.reconciled_at = app.observed_at = now_rfc3339()
+        self._touch(app)
+
+    # -- reconciliation -------------------------------------------------------------------------
+
+    def _comparison_error(self, message: str, now: str) -> dict[str, Any]:
+        return {
+            "type": "ComparisonError",
+            "message": f"Failed to load target state: failed to generate manifest for source 1 "
+            f"of 1: rpc error: code = Unknown desc = {message}",
+            "lastTransitionTime": now,
+        }
+
+    def reconcile(self, name: str, *, hard: bool = False) -> None:
+        """Compare the Application with git now; with auto-sync on, start a sync if needed."""
+        with self._lock:
+            app = self._get(name)
+            source = copy.deepcopy(app.spec["source"])
+        self.counters["reconciles"] += 1
+        sha = self._resolve(source["targetRevision"])
+        rendered = self._render(sha, source["path"], fresh=hard)
+        with self._lock:
+            now = now_rfc3339()
+            app.sync_revision = sha
+            if rendered.error is not None:
+                app.sync_status = "Unknown"
+                app.conditions = [self._comparison_error(rendered.error, now)]
+            else:
+                app.conditions = []
+                deployed = app.deployed.manifests if app.deployed else None
+                app.sync_status = "Synced" if deployed == rendered.manifests else "OutOfSync"
+            self._settle_health(app)
+            app.reconciled_at = app.observed_at = now
+            self._touch(app)
+            if app.automated_enabled and app.operation is None and self._should_autosync(app, sha):
+                self._start_operation(
+                    app,
+                    revision=sha,
+                    source=source,
+                    prune=bool(app.spec["syncPolicy"]["automated"].get("prune", False)),
+                    initiated_by={"automated": True},
+                )
+
+    def _should_autosync(self, app: _App, sha: str) -> bool:
+        if app.sync_status == "Synced":
+            return False
+        state = app.operation_state
+        if state is not None:
+            attempted = (state.get("syncResult") or {}).get("revision") or (
+                state.get("operation", {}).get("sync", {}).get("revision")
+            )
+            # Argo CD does not retry an automated sync of a revision that already failed.
+            if attempted == sha and state.get("phase") in {"Failed", "Error"}:
+                return False
+        return True
+
+    def reconcile_all(self) -> None:
+        for name in self.names():
+            self.reconcile(name)
+
+    def names(self) -> list[str]:
+        with self._lock:
+            return list(self._apps)
+
+    # -- operations -----------------------------------------------------------------------------
+
+    def _start_operation(
+        self,
+        app: _App,
+        *,
+        revision: str,
+        source: dict[str, Any],
+        prune: bool,
+        initiated_by: dict[str, Any],
+    ) -> None:
+        if app.operation is not None:
+            raise failed_precondition("another operation is already in progress")
+        operation = {
+            "sync": {
+                "revision": revision,
+                "prune": prune,
+                "syncStrategy": {"hook": {}},
+                "source": copy.deepcopy(source),
+            },
+            "initiatedBy": initiated_by,
+            "retry": {},
+        }
+        started = now_rfc3339()
+        app.operation = operation
+        app.operation_state = {
+            "operation": copy.deepcopy(operation),
+            "phase": "Running",
+            "message": "one or more tasks are running",
+            "startedAt": started,
+        }
+        app.terminate = threading.Event()
+        self.counters["operations"] += 1
+        self._touch(app)
+        thread = threading.Thread(
+            target=self._run_operation,
+            args=(app, revision, copy.deepcopy(source), started, initiated_by, app.terminate),
+            name=f"argocd-sync-{app.name}",
+            daemon=True,
+        )
+        thread.start()
+
+    def _run_operation(
+        self,
+        app: _App,
+        revision: str,
+        source: dict[str, Any],
+        started: str,
+        initiated_by: dict[str, Any],
+        terminate: threading.Event,
+    ) -> None:
+        try:
+            if self.sync_duration > 0 and terminate.wait(self.sync_duration):
+                self._finish(app, "Failed", "Operation terminated", None)
+                return
+            try:
+                sha = self._resolve(revision)
+            except ArgoAPIError as exc:
+                self._finish(app, "Failed", exc.message, None)
+                return
+            rendered = self._render(sha, source["path"])
+            if terminate.is_set():
+                self._finish(app, "Failed", "Operation terminated", None)
+                return
+            if rendered.error is not None:
+                self._finish(
+                    app,
+                    "Failed",
+                    f"ComparisonError: {self._comparison_error(rendered.error, '')['message']}",
+                    sha,
+                )
+                return
+            with self._lock:
+                now = now_rfc3339()
+                self._record_deployment(app, rendered, started, now, initiated_by, source)
+                app.health_status = "Progressing"
+                app.health_message = "Waiting for rollout to finish"
+                app.health_transition = now
+                app.health_ready_at = time.monotonic() + self.health_delay
+                head_rendered = self._render_cache.get((app.sync_revision, source["path"]))
+                if head_rendered is not None and head_rendered.manifests is not None:
+                    app.sync_status = (
+                        "Synced" if head_rendered.manifests == rendered.manifests else "OutOfSync"
+                    )
+                self._finish(app, "Succeeded", "successfully synced (all tasks run)", sha, source)
+        except Exception as exc:  # never leave an operation Running forever
+            self._finish(app, "Error", f"sandbox error: {exc}", None)
+
+    def _record_deployment(
+        self,
+        app: _App,
+        rendered: _Rendered,
+        started: str,
+        finished: str,
+        initiated_by: Mapping[str, Any],
+        source: Mapping[str, Any] | None = None,
+    ) -> None:
+        app.deployed = rendered
+        app.history.append(
+            {
+                "id": app.next_history_id,
+                "revision": rendered.sha,
+                "deployStartedAt": started,
+                "deployedAt": finished,
+                "source": copy.deepcopy(dict(source or app.spec["source"])),
+                "initiatedBy": dict(initiated_by),
+            }
+        )
+        app.next_history_id += 1
+        limit = int(app.spec.get("revisionHistoryLimit") or 10)
+        del app.history[: max(0, len(app.history) - limit)]
+
+    def _finish(
+        self,
+        app: _App,
+        phase: str,
+        message: str,
+        sha: str | None,
+        source: Mapping[str, Any] | None = None,
+    ) -> None:
+        with self._lock:
+            now = now_rfc3339()
+            state = app.operation_state or {}
+            state.update(phase=phase, message=message, finishedAt=now)
+            if sha is not None:
+                state["syncResult"] = {
+                    "revision": sha,
+                    "source": copy.deepcopy(dict(source or app.spec["source"])),
+                }
+                if phase == "Succeeded" and app.deployed is not None:
+                    state["syncResult"]["resources"] = _resource_results(app.deployed, app)
+            app.operation_state = state
+            app.operation = None
+            app.terminate = None
+            app.reconciled_at = app.observed_at = now
+            self._touch(app)
+
+    # -- API-facing operations ------------------------------------------------------------------
+
+    def _get(self, name: str) -> _App:
+        app = self._apps.get(name)
+        if app is None:
+            raise not_found(name)
+        return app
+
+    def _touch(self, app: _App) -> None:
+        app.metadata["resourceVersion"] = str(next(self._resource_version))
+
+    def get(self, name: str, refresh: str | None = None) -> dict[str, Any]:
+        if refresh:
+            if refresh not in {"normal", "hard"}:
+                raise invalid_argument(f"unknown refresh type {refresh!r}")
+            self.counters["refreshes"] += 1
+            self.reconcile(name, hard=refresh == "hard")
+        with self._lock:
+            app = self._get(name)
+            self._settle_health(app)
+            return self._to_json(app)
+
+    def list(self) -> list[dict[str, Any]]:
+        with self._lock:
+            out = []
+            for app in self._apps.values():
+                self._settle_health(app)
+                out.append(self._to_json(app))
+            return out
+
+    def sync(self, name: str, body: Mapping[str, Any], username: str) -> dict[str, Any]:
+        with self._lock:
+            app = self._get(name)
+            source = copy.deepcopy(app.spec["source"])
+        revision = str(body.get("revision") or source["targetRevision"])
+        sha = self._resolve(revision)
+        with self._lock:
+            if body.get("dryRun"):
+                return self._to_json(app)
+            self._start_operation(
+                app,
+                revision=sha,
+                source=source,
+                prune=bool(body.get("prune", False)),
+                initiated_by={"username": username},
+            )
+            self.counters["syncs"] += 1
+            return self._to_json(app)
+
+    def rollback(self, name: str, body: Mapping[str, Any], username: str) -> dict[str, Any]:
+        with self._lock:
+            app = self._get(name)
+            self._settle_health(app)
+            if app.automated_enabled:
+                raise failed_precondition("rollback cannot be initiated when auto-sync is enabled")
+            try:
+                wanted = int(body.get("id", 0))
+            except (TypeError, ValueError) as exc:
+                raise invalid_argument(f"invalid id {body.get('id')!r}") from exc
+            entry = next((h for h in app.history if h["id"] == wanted), None)
+            if entry is None:
+                raise invalid_argument(
+                    f"application {app.name} does not have deployment with id {wanted}"
+                )
+            if body.get("dryRun"):
+                return self._to_json(app)
+            self._start_operation(
+                app,
+                revision=entry["revision"],
+                source=entry["source"],
+                prune=bool(body.get("prune", False)),
+                initiated_by={"username": username},
+            )
+            self.counters["rollbacks"] += 1
+            return self._to_json(app)
+
+    def terminate_operation(self, name: str) -> None:
+        with self._lock:
+            app = self._get(name)
+            if app.operation is None or app.terminate is None:
+                raise invalid_argument("Unable to terminate operation. No operation is in progress")
+            if app.operation_state is not None:
+                app.operation_state["phase"] = "Terminating"
+            app.terminate.set()
+
+    def patch(self, name: str, patch: Any, patch_type: str) -> dict[str, Any]:
+        if patch_type != "merge":
+            raise invalid_argument(f"Patch type '{patch_type}' is not supported by the sandbox")
+        if not isinstance(patch, dict):
+            raise invalid_argument("merge patch must be a JSON object")
+        with self._lock:
+            app = self._get(name)
+            was_enabled = app.automated_enabled
+            current = {"metadata": app.metadata, "spec": app.spec}
+            merged = _merge_patch(copy.deepcopy(current), patch)
+            self._replace_spec(app, merged.get("spec") or {})
+            for key in ("labels", "annotations"):
+                value = (merged.get("metadata") or {}).get(key)
+                if isinstance(value, dict):
+                    app.metadata[key] = value
+                else:
+                    app.metadata.pop(key, None)
+            self._after_spec_change(app, was_enabled)
+        self.reconcile(name)
+        return self.get(name)
+
+    def update_spec(self, name: str, spec: Any) -> dict[str, Any]:
+        if not isinstance(spec, dict):
+            raise invalid_argument("spec must be a JSON object")
+        with self._lock:
+            app = self._get(name)
+            was_enabled = app.automated_enabled
+            self._replace_spec(app, spec)
+            self._after_spec_change(app, was_enabled)
+        self.reconcile(name)
+        with self._lock:
+            return copy.deepcopy(self._get(name).spec)
+
+    def _replace_spec(self, app: _App, spec: dict[str, Any]) -> None:
+        source = spec.get("source")
+        if not isinstance(source, dict) or not source.get("path") or not source.get("repoURL"):
+            raise invalid_argument(
+                f"application spec for {app.name} is invalid: InvalidSpecError: "
+                "spec.source.repoURL and spec.source.path are required"
+            )
+        app.spec = copy.deepcopy(spec)
+        app.metadata["generation"] = int(app.metadata.get("generation", 1)) + 1
+        self._touch(app)
+
+    def _after_spec_change(self, app: _App, was_enabled: bool) -> None:
+        if was_enabled and not app.automated_enabled and app.reenable_autosync_after is not None:
+            if app.reenable_timer is not None:
+                app.reenable_timer.cancel()
+            timer = threading.Timer(
+                app.reenable_autosync_after, self._reenable_autosync, args=(app.name,)
+            )
+            timer.daemon = True
+            app.reenable_timer = timer
+            timer.start()
+
+    def _reenable_autosync(self, name: str) -> None:
+        """The parent Application puts Git's spec back: auto-sync is on again (issue 5351)."""
+        with self._lock:
+            app = self._apps.get(name)
+            if app is None:
+                return
+            policy = app.spec.setdefault("syncPolicy", {})
+            automated = policy.get("automated") or {}
+            automated["enabled"] = True
+            policy["automated"] = automated
+            app.reenable_timer = None
+            self.counters["autosync_reenabled"] += 1
+            self._touch(app)
+        self.reconcile(name)
+
+    # -- knobs ----------------------------------------------------------------------------------
+
+    def set_bad_image_patterns(self, patterns: Iterable[str]) -> None:
+        with self._lock:
+            self._bad_patterns = tuple(patterns)
+
+    @property
+    def bad_image_patterns(self) -> tuple[str, ...]:
+        return self._bad_patterns
+
+    def set_reenable_autosync_after(self, name: str, seconds: float | None) -> None:
+        with self._lock:
+            self._get(name).reenable_autosync_after = seconds
+
+    def wait_idle(self, timeout: float = 10.0) -> None:
+        """Block until no Application has an operation running (for tests and benchmarks)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self._lock:
+                if all(app.operation is None for app in self._apps.values()):
+                    return
+            time.sleep(0.01)
+        raise TimeoutError("operations still running")
+
+    # -- background poller ----------------------------------------------------------------------
+
+    def start(self) -> None:
+        if self._poller is not None:
+            return
+        self._stop.clear()
+        self._poller = threading.Thread(target=self._poll, name="argocd-poller", daemon=True)
+        self._poller.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._poller is not None:
+            self._poller.join(10)
+            self._poller = None
+        with self._lock:
+            for app in self._apps.values():
+                if app.reenable_timer is not None:
+                    app.reenable_timer.cancel()
+                if app.terminate is not None:
+                    app.terminate.set()
+
+    def _poll(self) -> None:
+        while not self._stop.wait(self.reconcile_interval):
+            for name in self.names():
+                try:
+                    self.reconcile(name)
+                except Exception:  # a bad revision must not kill the poller
+                    self.counters["poll_errors"] += 1
+
+    # -- JSON -----------------------------------------------------------------------------------
+
+    def _to_json(self, app: _App) -> dict[str, Any]:
+        images = list(app.deployed.images) if app.deployed else []
+        health: dict[str, Any] = {"status": app.health_status}
+        if app.health_message:
+            health["message"] = app.health_message
+        if app.health_transition:
+            health["lastTransitionTime"] = app.health_transition
+        status: dict[str, Any] = {
+            "sync": {
+                "status": app.sync_status,
+                "revision": app.sync_revision,
+                "comparedTo": {
+                    "source": copy.deepcopy(app.spec["source"]),
+                    "destination": copy.deepcopy(app.spec.get("destination") or {}),
+                },
+            },
+            "health": health,
+            "history": copy.deepcopy(app.history),
+            "summary": {"images": images},
+            "reconciledAt": app.reconciled_at,
+            "observedAt": app.observed_at,
+            "sourceType": "Kustomize",
+            "controllerNamespace": "argocd",
+            "resources": _resource_statuses(app),
+        }
+        if app.conditions:
+            status["conditions"] = copy.deepcopy(app.conditions)
+        if app.operation_state is not None:
+            status["operationState"] = copy.deepcopy(app.operation_state)
+        doc: dict[str, Any] = {
+            "metadata": copy.deepcopy(app.metadata),
+            "spec": copy.deepcopy(app.spec),
+            "status": status,
+        }
+        if app.operation is not None:
+            doc["operation"] = copy.deepcopy(app.operation)
+        return doc
+
+
+def _resources(rendered: _Rendered) -> list[dict[str, Any]]:
+    if rendered.manifests is None:
+        return []
+    yaml = YAML(typ="safe", pure=True)
+    out = []
+    for doc in yaml.load_all(rendered.manifests):
+        if not isinstance(doc, dict):
+            continue
+        api_version = str(doc.get("apiVersion", ""))
+        group, _, version = api_version.rpartition("/")
+        meta = doc.get("metadata") or {}
+        out.append(
+            {
+                "group": group,
+                "version": version,
+                "kind": str(doc.get("kind", "")),
+                "namespace": str(meta.get("namespace", "")),
+                "name": str(meta.get("name", "")),
+            }
+        )
+    return out
+
+
+def _resource_results(rendered: _Rendered, app: _App) -> list[dict[str, Any]]:
+    return [
+        {
+            **res,
+            "status": "Synced",
+            "message": f"{res['kind'].lower()}/{res['name']} configured",
+            "hookPhase": "Running",
+            "syncPhase": "Sync",
+        }
+        for res in _resources(rendered)
+    ]
+
+
+def _resource_statuses(app: _App) -> list[dict[str, Any]]:
+    if app.deployed is None:
+        return []
+    out = []
+    for res in _resources(app.deployed):
+        item = {**res, "status": app.sync_status}
+        if res["kind"] in WORKLOAD_KINDS:
+            item["health"] = {"status": app.health_status}
+        elif res["kind"] == "Service":
+            item["health"] = {"status": "Healthy"}
+        out.append(item)
+    return out
+
+
+def _merge_patch(target: Any, patch: Any) -> Any:
+    """RFC 7386 JSON merge patch."""
+    if not isinstance(patch, dict):
+        return copy.deepcopy(patch)
+    if not isinstance(target, dict):
+        target = {}
+    for key, value in patch.items():
+        if value is None:
+            target.pop(key, None)
+        else:
+            target[key] = _merge_patch(target.get(key), value)
+    return target
+
+
+def _path() -> str:
+    import os
+
+    return os.environ.get("PATH", "/usr/bin:/bin")
