@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Literal, NoReturn
 import requests
 from github import Auth, Github, GithubException
 from github.GitCommit import GitCommit
+from github.GitRef import GitRef
 from github.GitTree import GitTree
 from github.InputGitTreeElement import InputGitTreeElement
 from github.PullRequest import PullRequest
@@ -496,11 +497,16 @@ class GitHubClient:
             commit = branch.raw_data["commit"]
             return str(commit["sha"]), str(commit["commit"]["tree"]["sha"])
 
-    def _branch_head(self, branch: str) -> str | None:
-        """The head sha of ``branch``, or None when it does not exist."""
+    def _branch_ref(self, branch: str) -> GitRef | None:
+        """The completed ref of ``branch``, or None when it does not exist.
+
+        Completed, because a lazy ``GitRef`` carries PyGithub's read URL (``/git/ref/...``);
+        edits must go to the URL the server returns (``/git/refs/...``).
+        """
         try:
             ref = self._repo.get_git_ref(f"heads/{branch}")
-            return ref.object.sha
+            ref.complete()
+            return ref
         except GithubException as exc:
             if exc.status == 404:
                 return None
@@ -578,8 +584,8 @@ class GitHubClient:
         labels: Sequence[str] = (),
     ) -> PullRequestInfo:
         """Make ``branch`` one commit (``tree_sha`` on ``base_sha``) and give it one open PR."""
-        head = self._branch_head(branch)
-        if head is None:
+        ref = self._branch_ref(branch)
+        if ref is None:
             commit_sha = self._create_commit(message, tree_sha, base_sha, branch)
             with self._calling("create the branch", branch=branch):
                 try:
@@ -587,8 +593,12 @@ class GitHubClient:
                 except GithubException as exc:
                     if exc.status != 422:  # 422: created meanwhile; force it below
                         raise
-                    self._repo.get_git_ref(f"heads/{branch}").edit(commit_sha, force=True)
+                    raced = self._branch_ref(branch)
+                    if raced is None:
+                        raise
+                    raced.edit(commit_sha, force=True)
             return self._create_pr(branch, title, body, labels, commit_sha)
+        head = ref.object.sha
 
         pr = self._open_pr_for(branch)
         with self._calling("read the branch head", branch=branch):
@@ -598,7 +608,7 @@ class GitHubClient:
             # Stale (the base moved) or wrong content: one fresh commit replaces the branch.
             head = self._create_commit(message, tree_sha, base_sha, branch)
             with self._calling("update the branch", branch=branch):
-                self._repo.get_git_ref(f"heads/{branch}").edit(head, force=True)
+                ref.edit(head, force=True)
         if pr is None:
             return self._create_pr(branch, title, body, labels, head)
         if pr.title != title or (pr.body or "") != body:

@@ -1,0 +1,299 @@
+"""The GitHub client against the emulator over real HTTP: promotion PRs, checks, merge, revert."""
+
+from __future__ import annotations
+
+import pytest
+from github import Auth, Github
+
+from promotion.github import (
+    ChecksFailed,
+    ChecksTimedOut,
+    HeadMoved,
+    MergeRefused,
+    NothingToPromote,
+    NothingToRevert,
+    PullRequestNotFound,
+    PullRequestNotMerged,
+    ReviewTimedOut,
+)
+from promotion.kustomize import read_image_tags
+
+from .conftest import BOT_TOKEN, Sandbox
+
+CHECK = "Kustomize validation"
+MAX_CALLS = 12
+
+
+def _tags(github: Sandbox, env: str, ref: str = "main") -> set[str]:
+    overlay = github.config.environment(env).overlay
+    text, _ = github.client.read_file(overlay, ref)
+    return set(read_image_tags(text).values())
+
+
+def _open(github: Sandbox, version: str = "v1.0.1", env: str = "staging"):  # type: ignore[no-untyped-def]
+    return github.client.open_promotion_pr(
+        github.config.environment(env), version, github.config.images()
+    )
+
+
+def _all_pulls(github: Sandbox) -> list[int]:
+    gh = Github(auth=Auth.Token(BOT_TOKEN), base_url=github.emu.api_url, retry=None)
+    try:
+        return [p.number for p in gh.get_repo(github.repository).get_pulls(state="all")]
+    finally:
+        gh.close()
+
+
+def test_one_environment_promotion_and_its_rest_call_count(github: Sandbox) -> None:
+    github.reset_stats()
+    pr = _open(github)
+    summary = github.client.wait_for_checks(pr.number, [CHECK], head_sha=pr.head_sha)
+    merged = github.client.merge(pr.number, "squash", expected_head_sha=pr.head_sha)
+    stats = github.stats()
+
+    print(
+        f"\nREST calls for one environment promotion: {stats['total']} (304s: "
+        f"{stats['not_modified_total']})"
+    )
+    for route, count in stats["routes"].items():
+        print(f"  {count:3d}  {route}")
+    assert stats["total"] <= MAX_CALLS, stats
+    assert stats["faulted_total"] == 0
+
+    assert pr.created and pr.head_branch == "promote/staging/v1.0.1"
+    assert pr.title == "Promote v1.0.1 to staging"
+    assert [c.name for c in summary.checks] == [CHECK]
+    assert summary.checks[0].conclusion == "success"
+    assert not merged.already_merged
+    assert github.git("rev-parse", "main") == merged.sha
+    assert _tags(github, "staging") == {"v1.0.1"}
+    assert _tags(github, "prod") == {"v1.0.0"}
+    # one commit that changed the 9 tags at once
+    changed = github.git("diff", "--name-only", f"{merged.sha}~1", merged.sha).split()
+    assert changed == ["kustomize/staging/kustomization.yaml"]
+    after = github.client.get_pr(pr.number)
+    assert after.merged and after.merge_commit_sha == merged.sha
+
+
+def test_pr_body_lists_every_service_old_and_new_tag(github: Sandbox) -> None:
+    pr = _open(github)
+    gh = Github(auth=Auth.Token(BOT_TOKEN), base_url=github.emu.api_url, retry=None)
+    body = gh.get_repo(github.repository).get_pull(pr.number).body
+    gh.close()
+    for service in github.config.services:
+        assert f"| {service} |" in body
+    assert body.count("`v1.0.0` | `v1.0.1`") == 9
+    assert "<!-- release-promotion: promote staging v1.0.1 -->" in body
+    assert BOT_TOKEN not in body
+
+
+def test_rerun_returns_the_same_pr_without_new_commits(github: Sandbox) -> None:
+    first = _open(github)
+    second = _open(github)
+    assert second.number == first.number
+    assert second.head_sha == first.head_sha
+    assert not second.created
+    assert _all_pulls(github) == [first.number]
+    assert github.commits_ahead(first.head_branch) == [first.head_sha]
+
+
+def test_stale_branch_is_rebuilt_on_the_new_base(github: Sandbox) -> None:
+    first = _open(github)
+    new_main = github.push_change("main", "README.md", "# moved on\n")
+    second = _open(github)
+    assert second.number == first.number and not second.created
+    assert second.head_sha != first.head_sha
+    assert github.git("rev-parse", f"{second.head_sha}^") == new_main
+    assert github.commits_ahead(second.head_branch) == [second.head_sha]
+    assert _all_pulls(github) == [first.number]
+    assert _tags(github, "staging", second.head_sha) == {"v1.0.1"}
+
+
+def test_wrong_content_on_the_branch_is_corrected(github: Sandbox) -> None:
+    first = _open(github)
+    overlay = github.config.environment("staging").overlay
+    github.push_change(first.head_branch, overlay, "garbage: true\n")
+    second = _open(github)
+    assert second.number == first.number
+    assert github.commits_ahead(second.head_branch) == [second.head_sha]
+    assert _tags(github, "staging", second.head_sha) == {"v1.0.1"}
+
+
+def test_leftover_branch_without_pr_gets_its_pr(github: Sandbox) -> None:
+    github.push_change("promote/staging/v1.0.1", "README.md", "leftover\n")
+    pr = _open(github)
+    assert pr.created
+    assert github.commits_ahead(pr.head_branch) == [pr.head_sha]
+    assert _tags(github, "staging", pr.head_sha) == {"v1.0.1"}
+    readme, _ = github.client.read_file("README.md", pr.head_sha)
+    assert readme != "leftover\n"
+
+
+def test_nothing_to_promote_opens_nothing(github: Sandbox) -> None:
+    with pytest.raises(NothingToPromote, match=r"already at v1\.0\.0") as caught:
+        _open(github, "v1.0.0")
+    assert caught.value.repository == github.repository
+    assert caught.value.branch == "promote/staging/v1.0.0"
+    assert _all_pulls(github) == []
+    assert "promote/staging/v1.0.0" not in github.git("for-each-ref", "--format=%(refname)")
+
+
+def test_broken_overlay_fails_the_check_with_kustomize_message(github: Sandbox) -> None:
+    overlay = github.config.environment("staging").overlay
+    text, _ = github.client.read_file(overlay)
+    github.push_change("main", overlay, text.replace("  - ../base\n", "  - ../no-such-dir\n"))
+    pr = _open(github)
+    with pytest.raises(ChecksFailed) as caught:
+        github.client.wait_for_checks(pr.number, [CHECK], timeout=60, poll_interval=0.2)
+    assert caught.value.pr_number == pr.number
+    assert "no-such-dir" in str(caught.value)
+    assert caught.value.failed[0].name == CHECK
+    assert caught.value.failed[0].conclusion == "failure"
+
+
+def test_checks_time_out_listing_what_is_pending(github: Sandbox) -> None:
+    github.emu.check_duration = 30.0
+    pr = _open(github)
+    with pytest.raises(ChecksTimedOut, match="Kustomize validation") as caught:
+        github.client.wait_for_checks(
+            pr.number, [CHECK, "ci/extra"], timeout=0.5, poll_interval=0.2
+        )
+    assert set(caught.value.pending) == {CHECK, "ci/extra"}
+    assert "ci/extra (not reported)" in str(caught.value)
+
+
+def test_commit_statuses_count_as_checks(github: Sandbox) -> None:
+    pr = _open(github)
+    github.admin.post(
+        "/_sandbox/statuses",
+        json={"sha": pr.head_sha, "context": "ci/extra", "state": "success"},
+    ).raise_for_status()
+    summary = github.client.wait_for_checks(pr.number, [CHECK, "ci/extra"], timeout=30)
+    assert {c.name: c.kind for c in summary.checks} == {CHECK: "check_run", "ci/extra": "status"}
+    github.admin.post(
+        "/_sandbox/statuses",
+        json={
+            "sha": pr.head_sha,
+            "context": "ci/extra",
+            "state": "failure",
+            "description": "smoke test failed",
+        },
+    ).raise_for_status()
+    with pytest.raises(ChecksFailed, match="smoke test failed"):
+        github.client.wait_for_checks(pr.number, [CHECK, "ci/extra"], timeout=30)
+
+
+def test_merge_is_idempotent(github: Sandbox) -> None:
+    pr = _open(github)
+    github.client.wait_for_checks(pr.number, [CHECK], timeout=60, poll_interval=0.2)
+    first = github.client.merge(pr.number)
+    again = github.client.merge(pr.number, expected_head_sha=pr.head_sha)
+    assert again.already_merged and again.sha == first.sha
+
+
+def test_merge_refused_405_carries_github_reason(github: Sandbox) -> None:
+    github.emu.set_protection(required_approving_reviews=1)
+    pr = _open(github)
+    github.client.wait_for_checks(pr.number, [CHECK], timeout=60, poll_interval=0.2)
+    with pytest.raises(MergeRefused) as caught:
+        github.client.merge(pr.number, expected_head_sha=pr.head_sha)
+    assert caught.value.status == 405
+    assert caught.value.reason
+    assert caught.value.reason in str(caught.value)
+    assert caught.value.branch == pr.head_branch
+    assert not github.client.get_pr(pr.number).merged
+
+
+def test_merge_with_a_moved_head_is_409(github: Sandbox) -> None:
+    pr = _open(github)
+    github.client.wait_for_checks(pr.number, [CHECK], timeout=60, poll_interval=0.2)
+    with pytest.raises(HeadMoved) as caught:
+        github.client.merge(pr.number, expected_head_sha="0" * 40)
+    assert caught.value.status == 409
+    assert not github.client.get_pr(pr.number).merged
+
+
+def test_unknown_pr_is_not_found(github: Sandbox) -> None:
+    with pytest.raises(PullRequestNotFound):
+        github.client.get_pr(999)
+
+
+def test_reviews_latest_per_user_on_the_current_head(github: Sandbox) -> None:
+    pr = _open(github)
+    client = github.client
+    assert client.find_approving_review(pr.number, ["pm-carol"]) is None
+
+    def review(token: str, event: str, commit: str | None = None) -> None:
+        gh = Github(auth=Auth.Token(token), base_url=github.emu.api_url, retry=None)
+        pull = gh.get_repo(github.repository).get_pull(pr.number)
+        if commit is None:
+            pull.create_review(event=event, body=event)
+        else:
+            pull.create_review(
+                commit=gh.get_repo(github.repository).get_commit(commit), event=event, body=event
+            )
+        gh.close()
+
+    review("ghp_other_token", "APPROVE")
+    assert client.find_approving_review(pr.number, ["pm-carol"]) is None
+    review("ghp_pm_token", "APPROVE")
+    found = client.find_approving_review(pr.number, ["pm-carol"])
+    assert found is not None and found.login == "pm-carol" and found.commit_id == pr.head_sha
+    assert client.wait_for_approving_review(pr.number, ["pm-carol"], timeout=5).id == found.id
+    review("ghp_pm_token", "REQUEST_CHANGES")
+    assert client.find_approving_review(pr.number, ["pm-carol"]) is None
+    review("ghp_pm_token", "APPROVE")
+    assert client.find_approving_review(pr.number, ["pm-carol"]) is not None
+    # the head moves: an approval of the old head no longer counts
+    github.push_change("main", "README.md", "# moved\n")
+    moved = _open(github)
+    assert moved.head_sha != pr.head_sha
+    assert client.find_approving_review(pr.number, ["pm-carol"]) is None
+    with pytest.raises(ReviewTimedOut, match="pm-carol"):
+        client.wait_for_approving_review(pr.number, ["pm-carol"], timeout=0.3, poll_interval=0.1)
+
+
+def test_comment_with_key_is_not_repeated_and_close_is_idempotent(github: Sandbox) -> None:
+    pr = _open(github)
+    first = github.client.comment(pr.number, "waiting for approval", key="status")
+    # the emulator has no PATCH /issues/comments/{id}: re-send the same text (no edit needed)
+    second = github.client.comment(pr.number, "waiting for approval", key="status")
+    assert first.created and not second.created and first.id == second.id
+    other = github.client.comment(pr.number, "plain")
+    assert other.created and other.id != first.id
+    closed = github.client.close(pr.number)
+    assert closed.state == "closed" and not closed.merged
+    assert github.client.close(pr.number).state == "closed"
+
+
+def test_revert_pr_restores_the_previous_overlay(github: Sandbox) -> None:
+    overlay = github.config.environment("staging").overlay
+    before, _ = github.client.read_file(overlay)
+    pr = _open(github)
+    github.client.wait_for_checks(pr.number, [CHECK], timeout=60, poll_interval=0.2)
+    merged = github.client.merge(pr.number)
+
+    with pytest.raises(PullRequestNotMerged):
+        other = _open(github, "v1.0.1", "prod")
+        github.client.open_revert_pr(other.number)
+
+    revert = github.client.open_revert_pr(pr.number)
+    assert revert.created
+    assert revert.head_branch == "revert/promote/staging/v1.0.1"
+    assert revert.title == 'Revert "Promote v1.0.1 to staging"'
+    assert github.client.read_file(overlay, revert.head_sha)[0] == before
+    assert github.commits_ahead(revert.head_branch) == [revert.head_sha]
+    gh = Github(auth=Auth.Token(BOT_TOKEN), base_url=github.emu.api_url, retry=None)
+    body = gh.get_repo(github.repository).get_pull(revert.number).body
+    gh.close()
+    assert f"#{pr.number}" in body and merged.sha in body
+
+    again = github.client.open_revert_pr(pr.number)
+    assert again.number == revert.number and not again.created
+    assert again.head_sha == revert.head_sha
+
+    github.client.wait_for_checks(revert.number, [CHECK], timeout=60, poll_interval=0.2)
+    github.client.merge(revert.number)
+    assert github.client.read_file(overlay)[0] == before
+    with pytest.raises(NothingToRevert):
+        github.client.open_revert_pr(pr.number)
