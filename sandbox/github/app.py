@@ -78,7 +78,10 @@ def _error_response(error: ApiError, headers: dict[str, str]) -> Response:
 def _fault_response(fault: Fault) -> Response:
     headers = {"Retry-After": str(fault.retry_after)}
     if fault.kind == "rate_limit":
-        body: dict[str, Any] = {"message": "API rate limit exceeded", "documentation_url": DOCS}
+        body: dict[str, Any] = {
+            "message": "API rate limit exceeded for user ID 1.",
+            "documentation_url": DOCS,
+        }
         headers["X-RateLimit-Remaining"] = "0"
     elif fault.kind == "secondary_rate_limit":
         body = {

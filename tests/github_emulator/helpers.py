@@ -34,14 +34,18 @@ def open_change_pr(
     )
     commit = repo.create_git_commit(title, tree, [base_commit])
     repo.create_git_ref(f"refs/heads/{branch}", commit.sha)
-    return repo.create_pull(base="main", head=branch, title=title, body="frontend: v1.0.0 -> v1.0.1")
+    return repo.create_pull(
+        base="main", head=branch, title=title, body="frontend: v1.0.0 -> v1.0.1"
+    )
 
 
 def wait_check(repo: Repository, sha: str, timeout: float = 20.0) -> dict[str, object]:
     """Poll the check runs of ``sha`` until "Kustomize validation" completed; return it raw."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        runs = [r for r in repo.get_commit(sha).get_check_runs() if r.name == "Kustomize validation"]
+        runs = [
+            r for r in repo.get_commit(sha).get_check_runs() if r.name == "Kustomize validation"
+        ]
         if runs and runs[0].status == "completed":
             return runs[0].raw_data
         time.sleep(0.05)

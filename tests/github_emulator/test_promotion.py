@@ -28,7 +28,7 @@ def test_promotion_check_passes_and_merge_moves_main(sandbox: Sandbox, gh: Githu
     assert status.merged is True
 
     assert sandbox.emu.head("main") == status.sha
-    assert f"newTag: v1.0.1" in sandbox.emu.read_file("main", OVERLAY).split(IMAGE, 1)[1]
+    assert "newTag: v1.0.1" in sandbox.emu.read_file("main", OVERLAY).split(IMAGE, 1)[1]
     merged = repo.get_pull(pr.number)
     assert merged.merged is True
     assert merged.state == "closed"
