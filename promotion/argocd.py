@@ -607,6 +607,52 @@ class ArgoCDClient:
             current.autosync_enabled
         )
 
+    def _post_rollback(self, app: str, history_id: int, prune: bool) -> None:
+        try:
+            self._request(
+                "POST",
+                f"/api/v1/applications/{app}/rollback",
+                app=app,
+                body={"id": history_id, "prune": prune, "dryRun": False},
+            )
+        except RollbackRefused as exc:
+            if self.autosync_reenabled(app):
+                raise RollbackRefused(
+                    f"{exc}; {TRAP_5351}", app=app, status_code=exc.status_code, code=exc.code
+                ) from exc
+            raise
+
+    def rollback_target(
+        self, app: str, to: Literal["previous"] | int = "previous"
+    ) -> RevisionHistory:
+        """The history entry a rollback of ``app`` to ``to`` would deploy (see ``rollback``)."""
+        return self._rollback_target(self.get_app(app), app, to)
+
+    @staticmethod
+    def _rollback_target(
+        current: Application, app: str, to: Literal["previous"] | int
+    ) -> RevisionHistory:
+        history = current.status.history
+        if not history:
+            raise RollbackRefused(f"[{app}] has no deployment history to roll back to", app=app)
+        deployed = history[-1].revision
+        if to == "previous":
+            target = next((h for h in reversed(history) if h.revision != deployed), None)
+            if target is None:
+                raise RollbackRefused(
+                    f"[{app}] has no previous deployment of another revision than "
+                    f"{_short(deployed)}",
+                    app=app,
+                )
+            return target
+        found = next((h for h in history if h.id == to), None)
+        if found is None:
+            ids = ", ".join(str(h.id) for h in history)
+            raise RollbackRefused(
+                f"[{app}] does not have deployment with id {to} (history ids: {ids})", app=app
+            )
+        return found
+
     def rollback(
         self,
         app: str,
@@ -619,8 +665,10 @@ class ArgoCDClient:
         """Roll ``app`` back to a history entry and wait until it is healthy there.
 
         ``to`` is ``"previous"`` (the newest history entry whose revision differs from the one
-        deployed now) or a history id. Auto-sync is turned off first (Argo CD refuses a rollback
-        while it is on); turn it back on with ``resume_autosync`` once Git holds the fix. If
+        deployed now) or a history id. With a history id the call is idempotent: if ``app``
+        already runs that revision it only confirms it (resolve "previous" once with
+        ``rollback_target`` before retrying). Auto-sync is turned off first (Argo CD refuses
+        a rollback while it is on); turn it back on with ``resume_autosync`` once Git holds the fix. If
         auto-sync comes back on by itself (issue 5351, see the module docstring), the result
         carries a warning, or ``RollbackUndone`` is raised if the head was synced again.
 
@@ -630,40 +678,22 @@ class ArgoCDClient:
         """
         start = self._clock()
         current = self.get_app(app)
-        history = current.status.history
-        if not history:
-            raise RollbackRefused(f"[{app}] has no deployment history to roll back to", app=app)
-        from_revision = history[-1].revision
-        if to == "previous":
-            target = next((h for h in reversed(history) if h.revision != from_revision), None)
-            if target is None:
-                raise RollbackRefused(
-                    f"[{app}] has no previous deployment of another revision than "
-                    f"{_short(from_revision)}",
-                    app=app,
-                )
-        else:
-            target = next((h for h in history if h.id == to), None)
-            if target is None:
-                ids = ", ".join(str(h.id) for h in history)
-                raise RollbackRefused(
-                    f"[{app}] does not have deployment with id {to} (history ids: {ids})", app=app
-                )
+        target = self._rollback_target(current, app, to)
+        from_revision = current.status.history[-1].revision
+        # Idempotent for an explicit id: a retried rollback that already reached the target
+        # only confirms it (rolling back "previous" twice would go back to the bad revision).
+        already_there = (
+            isinstance(to, int)
+            and from_revision == target.revision
+            and (
+                current.status.operation_state is None
+                or current.status.operation_state.revision == target.revision
+            )
+        )
         if current.autosync_enabled:
             self.disable_autosync(app)
-        try:
-            self._request(
-                "POST",
-                f"/api/v1/applications/{app}/rollback",
-                app=app,
-                body={"id": target.id, "prune": prune, "dryRun": False},
-            )
-        except RollbackRefused as exc:
-            if self.autosync_reenabled(app):
-                raise RollbackRefused(
-                    f"{exc}; {TRAP_5351}", app=app, status_code=exc.status_code, code=exc.code
-                ) from exc
-            raise
+        if not already_there:
+            self._post_rollback(app, target.id, prune)
         confirmed = self._wait_healthy(
             app,
             target.revision,

@@ -103,3 +103,12 @@ def argo(repo: Repo) -> Iterator[Argo]:
     running.http.close()
     running.emulator.stop()
     running.server.stop()
+
+
+@pytest.fixture(scope="session")
+def prefect_harness() -> Iterator[None]:
+    """One real temporary Prefect server (SQLite) for the whole session: it takes ~15 s."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=60):
+        yield

@@ -1,0 +1,220 @@
+"""Prefect tasks over the Argo CD client: build the client from plain values, call it, log.
+
+Every task takes the Argo CD URL and token (a ``SecretStr`` or a string) rather than a live
+client, builds a ``promotion.argocd.ArgoCDClient``, makes one call and closes it. Retries live
+here and only here, for failures ``promotion.argocd.is_transient`` accepts (5xx, 429, timeouts,
+connection errors, "another operation is already in progress"); Degraded, Failed, timed-out and
+refused deployments fail the task at once. Every task polls or writes, so none is cached.
+
+A rollback is two tasks: ``rollback_target`` resolves "previous" to a history id once, then
+``rollback_app`` rolls back to that id (idempotent, so a retry never rolls back twice).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+from prefect.logging import get_run_logger
+from pydantic import SecretStr
+
+from promotion.argocd import (
+    Application,
+    ArgoCDClient,
+    Deployed,
+    RevisionHistory,
+    RolledBack,
+    is_transient,
+)
+from tasks.retry import RETRIES, RETRY_DELAYS, RETRY_JITTER, transient_only
+
+__all__ = [
+    "autosync_reenabled",
+    "confirm_deployed",
+    "get_app",
+    "list_apps",
+    "resume_autosync",
+    "rollback_app",
+    "rollback_target",
+]
+
+RETRY: dict[str, Any] = {
+    "retries": RETRIES,
+    "retry_delay_seconds": RETRY_DELAYS,
+    "retry_jitter_factor": RETRY_JITTER,
+    "retry_condition_fn": transient_only(is_transient),
+    "cache_policy": NO_CACHE,
+}
+
+
+def _client(base_url: str, token: SecretStr | str, timeout: float = 10.0) -> ArgoCDClient:
+    return ArgoCDClient(base_url, token, timeout=timeout)
+
+
+@task(name="argocd-get-app", task_run_name="argocd-get-app-{app}", **RETRY)
+def get_app(
+    base_url: str,
+    token: SecretStr | str,
+    app: str,
+    refresh: Literal["normal", "hard"] | None = None,
+) -> Application:
+    """Read an Argo CD Application.
+
+    Args:
+        base_url: The Argo CD server URL.
+        token: An Argo CD API token.
+        app: The Application name.
+        refresh: "normal" or "hard" to make Argo CD compare with git before answering.
+
+    Returns:
+        The Application (sync, health, operation state, history, images).
+    """
+    with _client(base_url, token) as client:
+        return client.get_app(app, refresh=refresh)
+
+
+@task(name="argocd-list-apps", **RETRY)
+def list_apps(
+    base_url: str, token: SecretStr | str, selector: str | None = None
+) -> list[Application]:
+    """List Argo CD Applications.
+
+    Args:
+        base_url: The Argo CD server URL.
+        token: An Argo CD API token.
+        selector: A label selector such as ``environment=prod``.
+
+    Returns:
+        The matching Applications.
+    """
+    with _client(base_url, token) as client:
+        return client.list_apps(selector=selector)
+
+
+@task(name="confirm-deployed", task_run_name="confirm-deployed-{app}", **RETRY)
+def confirm_deployed(
+    base_url: str,
+    token: SecretStr | str,
+    app: str,
+    revision: str,
+    timeout: float = 300.0,
+    poll_interval: float = 2.0,
+) -> Deployed:
+    """Wait until Argo CD runs ``revision`` of ``app``, synced and Healthy.
+
+    Args:
+        base_url: The Argo CD server URL.
+        token: An Argo CD API token.
+        app: The Application name.
+        revision: The commit SHA that must be deployed (the merge commit).
+        timeout: Seconds to wait before failing with the last state seen.
+        poll_interval: Seconds between reads.
+
+    Returns:
+        What was confirmed: revision, health, history id, seconds taken.
+    """
+    logger = get_run_logger()
+    with _client(base_url, token) as client:
+        deployed = client.confirm_deployed(
+            app, revision, timeout=timeout, poll_interval=poll_interval
+        )
+    logger.info(
+        "%s runs %s, Healthy (history id %s) after %.1fs",
+        app,
+        revision[:12],
+        deployed.history_id,
+        deployed.seconds,
+    )
+    return deployed
+
+
+@task(name="argocd-rollback-target", task_run_name="argocd-rollback-target-{app}", **RETRY)
+def rollback_target(
+    base_url: str, token: SecretStr | str, app: str, to: Literal["previous"] | int = "previous"
+) -> RevisionHistory:
+    """Resolve which history entry a rollback of ``app`` goes to.
+
+    Args:
+        base_url: The Argo CD server URL.
+        token: An Argo CD API token.
+        app: The Application name.
+        to: "previous" (the last deployment of another revision) or a history id.
+
+    Returns:
+        The history entry (id, revision, deployedAt).
+    """
+    with _client(base_url, token) as client:
+        return client.rollback_target(app, to)
+
+
+@task(name="argocd-rollback", task_run_name="argocd-rollback-{app}-to-{history_id}", **RETRY)
+def rollback_app(
+    base_url: str,
+    token: SecretStr | str,
+    app: str,
+    history_id: int,
+    timeout: float = 300.0,
+    poll_interval: float = 2.0,
+) -> RolledBack:
+    """Roll ``app`` back to a history entry through Argo CD (auto-sync is turned off first).
+
+    Args:
+        base_url: The Argo CD server URL.
+        token: An Argo CD API token.
+        app: The Application name.
+        history_id: The history id to roll back to (see ``rollback_target``).
+        timeout: Seconds to wait for the old revision to be Healthy.
+        poll_interval: Seconds between reads.
+
+    Returns:
+        The rollback: from and to revisions, history id, seconds, warnings (issue 5351).
+    """
+    logger = get_run_logger()
+    with _client(base_url, token) as client:
+        result = client.rollback(app, history_id, timeout=timeout, poll_interval=poll_interval)
+    logger.info(
+        "%s rolled back from %s to %s in %.1fs; auto-sync stays off until resumed",
+        app,
+        result.from_revision[:12],
+        result.to_revision[:12],
+        result.seconds,
+    )
+    for warning in result.warnings:
+        logger.warning(warning)
+    return result
+
+
+@task(name="argocd-resume-autosync", task_run_name="argocd-resume-autosync-{app}", **RETRY)
+def resume_autosync(base_url: str, token: SecretStr | str, app: str) -> bool:
+    """Turn auto-sync of ``app`` back on (prune and selfHeal kept).
+
+    Args:
+        base_url: The Argo CD server URL.
+        token: An Argo CD API token.
+        app: The Application name.
+
+    Returns:
+        Whether auto-sync is on afterwards.
+    """
+    with _client(base_url, token) as client:
+        return client.resume_autosync(app).autosync_enabled
+
+
+@task(name="argocd-autosync-reenabled", task_run_name="argocd-autosync-reenabled-{app}", **RETRY)
+def autosync_reenabled(base_url: str, token: SecretStr | str, app: str) -> bool:
+    """Whether auto-sync came back on by itself after a rollback (Argo CD issue 5351).
+
+    Args:
+        base_url: The Argo CD server URL.
+        token: An Argo CD API token.
+        app: The Application name.
+
+    Returns:
+        True when the Application is managed from Git and undid the auto-sync switch-off.
+    """
+    with _client(base_url, token) as client:
+        reenabled = client.autosync_reenabled(app)
+    if reenabled:
+        get_run_logger().warning("%s: auto-sync came back on by itself (issue 5351)", app)
+    return reenabled
