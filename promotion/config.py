@@ -13,7 +13,7 @@ import os
 from collections.abc import Callable
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, ClassVar
 
 from pydantic import (
     BaseModel,
@@ -117,15 +117,9 @@ class PromotionConfig(_Strict):
 
     @model_validator(mode="after")
     def _unique(self) -> PromotionConfig:
-        for label, values in (
-            ("services", list(self.services)),
-            ("environments", [e.name for e in self.environments]),
-            ("environments (argocd_app)", [e.argocd_app for e in self.environments]),
-            ("environments (overlay)", [e.overlay for e in self.environments]),
-        ):
-            twice = sorted({v for v in values if values.count(v) > 1})
-            if twice:
-                raise ValueError(f"{label}: listed twice: {', '.join(twice)}")
+        problems = duplicate_problems(self.model_dump(mode="json"))
+        if problems:
+            raise ValueError("; ".join(f"{where}: {what}" for where, what in problems))
         return self
 
     @property
@@ -149,6 +143,28 @@ class PromotionConfig(_Strict):
         return {s: self.image(s) for s in self.services}
 
 
+def duplicate_problems(data: Any) -> list[tuple[str, str]]:
+    """(location, problem) for every value listed twice where it must be unique."""
+    problems: list[tuple[str, str]] = []
+    if not isinstance(data, dict):
+        return problems
+    services = data.get("services")
+    envs = data.get("environments")
+    columns: list[tuple[str, list[Any]]] = []
+    if isinstance(services, list | tuple):
+        columns.append(("services", list(services)))
+    if isinstance(envs, list | tuple):
+        for key in ("name", "argocd_app", "overlay"):
+            values = [e.get(key) for e in envs if isinstance(e, dict) and e.get(key) is not None]
+            columns.append((f"environments[].{key}", values))
+    for where, values in columns:
+        hashable = [v for v in values if isinstance(v, str | int)]
+        twice = sorted({str(v) for v in hashable if hashable.count(v) > 1})
+        if twice:
+            problems.append((where, f"listed twice: {', '.join(twice)}"))
+    return problems
+
+
 def _location(loc: tuple[int | str, ...]) -> str:
     out = ""
     for part in loc:
@@ -168,9 +184,14 @@ def parse_config(text: str, source: str = "<string>") -> PromotionConfig:
     try:
         return PromotionConfig.model_validate(data)
     except ValidationError as exc:
-        lines = [f"{source}: {exc.error_count()} problem(s):"]
-        for err in exc.errors():
-            lines.append(f"  - {_location(err['loc'])}: {err['msg']}")
+        problems = [
+            (_location(err["loc"]), err["msg"])
+            for err in exc.errors()
+            if "listed twice" not in err["msg"]  # reported below, with the other problems
+        ]
+        problems += duplicate_problems(data)
+        lines = [f"{source}: {len(problems)} problem(s):"]
+        lines += [f"  - {where}: {what}" for where, what in problems]
         raise ConfigError("\n".join(lines)) from None
 
 
@@ -181,6 +202,8 @@ def load_config(path: str | os.PathLike[str] | None = None) -> PromotionConfig:
         text = file.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"cannot read promotion setup {file}: {exc.strerror}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"cannot read promotion setup {file}: not UTF-8 text ({exc.reason})") from exc
     return parse_config(text, str(file))
 
 
@@ -204,7 +227,7 @@ class Settings(BaseSettings):
     argocd_ui_url: str | None = None
     github_ui_url: str | None = None
 
-    SECRET_BLOCKS: dict[str, str] = {
+    SECRET_BLOCKS: ClassVar[dict[str, str]] = {
         "github_token": "release-promotion-github-token",
         "argocd_token": "release-promotion-argocd-token",
         "registry_password": "release-promotion-registry-password",
