@@ -1,0 +1,226 @@
+"""Start, follow and resume flow runs over the Prefect REST API, as the UI does.
+
+The CLI, the demo and the tests share these: ``start_run`` creates a run of a deployment,
+``wait_for_run`` follows it until it pauses or ends, ``resume_run`` posts the approval form
+exactly like the UI's Resume dialog (``POST /flow_runs/{id}/resume`` with ``run_input``) and
+reads the verdict from the body (``ACCEPT``, ``REJECT`` with the reason, ``ABORT``), never from
+the HTTP status, and ``read_artifact`` fetches a run's summary.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+TERMINAL = frozenset({"COMPLETED", "FAILED", "CRASHED", "CANCELLED"})
+
+__all__ = [
+    "TERMINAL",
+    "ResumeResult",
+    "RunApiError",
+    "RunView",
+    "find_deployment",
+    "keyset_description",
+    "list_runs",
+    "read_artifact",
+    "read_run",
+    "resume_run",
+    "start_run",
+    "wait_for_run",
+]
+
+
+class RunApiError(RuntimeError):
+    """The Prefect API refused a request or a run did not reach the expected state in time."""
+
+
+@dataclass(frozen=True)
+class RunView:
+    """The parts of a flow run the CLI and the demo show."""
+
+    id: str
+    name: str
+    state_type: str
+    state_name: str
+    message: str
+    parameters: dict[str, Any]
+    pause_key: str | None
+    keyset: dict[str, str] | None
+
+    @property
+    def paused(self) -> bool:
+        return self.state_type == "PAUSED"
+
+    @property
+    def finished(self) -> bool:
+        return self.state_type in TERMINAL
+
+    @classmethod
+    def from_api(cls, data: Mapping[str, Any]) -> RunView:
+        state = data.get("state") or {}
+        details = state.get("state_details") or {}
+        return cls(
+            id=str(data["id"]),
+            name=str(data.get("name", "")),
+            state_type=str(state.get("type", "")),
+            state_name=str(state.get("name", "")),
+            message=str(state.get("message") or ""),
+            parameters=dict(data.get("parameters") or {}),
+            pause_key=details.get("pause_key"),
+            keyset=details.get("run_input_keyset"),
+        )
+
+
+@dataclass(frozen=True)
+class ResumeResult:
+    """The server's verdict on a resume: ``ACCEPT``, ``REJECT`` (with reason) or ``ABORT``."""
+
+    status: str
+    reason: str
+    http_status: int
+
+    @property
+    def accepted(self) -> bool:
+        return self.status == "ACCEPT"
+
+
+def _client(api_url: str, timeout: float = 15.0) -> httpx.Client:
+    return httpx.Client(base_url=api_url.rstrip("/") + "/", timeout=timeout)
+
+
+def _check(response: httpx.Response, what: str) -> Any:
+    if response.status_code >= 400:
+        raise RunApiError(f"{what}: HTTP {response.status_code} {response.text[:300]}")
+    return response.json()
+
+
+def find_deployment(api_url: str, name: str) -> dict[str, Any]:
+    """The deployment ``flow-name/deployment-name`` (or just ``deployment-name``)."""
+    with _client(api_url) as http:
+        if "/" in name:
+            response = http.get(f"deployments/name/{name}")
+            if response.status_code == 404:
+                raise RunApiError(f"no deployment {name!r}: deploy first (prefect.yaml)")
+            return dict(_check(response, f"read deployment {name}"))
+        found = _check(
+            http.post("deployments/filter", json={"deployments": {"name": {"any_": [name]}}}),
+            f"find deployment {name}",
+        )
+    if not found:
+        raise RunApiError(f"no deployment named {name!r}: deploy first (prefect.yaml)")
+    return dict(found[0])
+
+
+def start_run(api_url: str, deployment: str, parameters: Mapping[str, Any]) -> RunView:
+    """Create a run of ``deployment`` with ``parameters``; the worker picks it up."""
+    dep = find_deployment(api_url, deployment)
+    with _client(api_url) as http:
+        data = _check(
+            http.post(
+                f"deployments/{dep['id']}/create_flow_run",
+                json={"parameters": dict(parameters)},
+            ),
+            f"start a run of {deployment}",
+        )
+    return RunView.from_api(data)
+
+
+def read_run(api_url: str, run_id: str) -> RunView:
+    with _client(api_url) as http:
+        return RunView.from_api(_check(http.get(f"flow_runs/{run_id}"), f"read run {run_id}"))
+
+
+def list_runs(
+    api_url: str,
+    deployment: str | None = None,
+    state_types: tuple[str, ...] = (),
+    limit: int = 50,
+) -> list[RunView]:
+    """Recent runs, newest first, optionally of one deployment and in some states."""
+    body: dict[str, Any] = {"limit": limit, "sort": "START_TIME_DESC"}
+    if state_types:
+        body["flow_runs"] = {"state": {"type": {"any_": list(state_types)}}}
+    if deployment is not None:
+        dep = find_deployment(api_url, deployment)
+        body["deployments"] = {"id": {"any_": [dep["id"]]}}
+    with _client(api_url) as http:
+        data = _check(http.post("flow_runs/filter", json=body), "list flow runs")
+    return [RunView.from_api(item) for item in data]
+
+
+def wait_for_run(
+    api_url: str,
+    run_id: str,
+    until: Callable[[RunView], bool] = lambda run: run.paused or run.finished,
+    timeout: float = 600.0,
+    interval: float = 0.5,
+    on_change: Callable[[RunView], None] | None = None,
+) -> RunView:
+    """Poll the run until ``until(run)`` (default: paused or finished); return it."""
+    deadline = time.monotonic() + timeout
+    last: tuple[str, str | None] | None = None
+    while True:
+        run = read_run(api_url, run_id)
+        marker = (run.state_name, run.pause_key)
+        if on_change is not None and marker != last:
+            on_change(run)
+        last = marker
+        if until(run):
+            return run
+        if time.monotonic() > deadline:
+            raise RunApiError(
+                f"run {run_id} still {run.state_name} after {timeout:.0f}s (expected another state)"
+            )
+        time.sleep(interval)
+
+
+def resume_run(api_url: str, run_id: str, run_input: Mapping[str, Any]) -> ResumeResult:
+    """Resume a paused run with ``run_input``, exactly as the UI's Resume form does.
+
+    The verdict is in the body: an invalid input is answered 200 with ``REJECT``.
+    """
+    with _client(api_url) as http:
+        response = http.post(f"flow_runs/{run_id}/resume", json={"run_input": dict(run_input)})
+    if response.status_code >= 400:
+        raise RunApiError(f"resume {run_id}: HTTP {response.status_code} {response.text[:300]}")
+    body = response.json() or {}
+    details = body.get("details") or {}
+    return ResumeResult(
+        status=str(body.get("status", "")),
+        reason=str(details.get("reason") or ""),
+        http_status=response.status_code,
+    )
+
+
+def keyset_description(api_url: str, run: RunView) -> str:
+    """The markdown description shown above a paused run's form ('' when there is none)."""
+    if not run.keyset or "description" not in run.keyset:
+        return ""
+    with _client(api_url) as http:
+        response = http.get(f"flow_runs/{run.id}/input/{run.keyset['description']}")
+    if response.status_code != 200:
+        return ""
+    try:
+        value = response.json()
+    except ValueError:
+        return response.text
+    return value if isinstance(value, str) else str(value)
+
+
+def read_artifact(api_url: str, run_id: str, key: str) -> str | None:
+    """The latest data of the artifact ``key`` of run ``run_id`` (None when absent)."""
+    body = {
+        "artifacts": {"key": {"any_": [key]}, "flow_run_id": {"any_": [run_id]}},
+        "sort": "CREATED_DESC",
+        "limit": 1,
+    }
+    with _client(api_url) as http:
+        found = _check(http.post("artifacts/filter", json=body), f"read artifact {key}")
+    if not found:
+        return None
+    data = found[0].get("data")
+    return data if isinstance(data, str) else None

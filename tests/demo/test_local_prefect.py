@@ -1,0 +1,64 @@
+"""The local Prefect machinery against a real server: pool, limit, deploy, worker, resume."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from deployments.local import (
+    PROD_CONCURRENCY_LIMIT,
+    WORK_POOL,
+    LocalPrefect,
+    PortInUse,
+    Worker,
+    ensure_concurrency_limit,
+    ensure_work_pool,
+)
+from deployments.runs import read_artifact, resume_run, start_run, wait_for_run
+
+
+def test_work_pool_is_a_process_pool_and_ensure_is_idempotent(local_prefect: LocalPrefect) -> None:
+    ensure_work_pool(local_prefect.api_url)
+    ensure_work_pool(local_prefect.api_url)
+    pool = httpx.get(f"{local_prefect.api_url}/work_pools/{WORK_POOL}").json()
+    assert pool["type"] == "process"
+    assert "command" in pool["base_job_template"]["job_configuration"]
+
+
+def test_concurrency_limit_is_created_then_updated(local_prefect: LocalPrefect) -> None:
+    url = f"{local_prefect.api_url}/v2/concurrency_limits/{PROD_CONCURRENCY_LIMIT}"
+    ensure_concurrency_limit(local_prefect.api_url, limit=2)
+    assert httpx.get(url).json()["limit"] == 2
+    ensure_concurrency_limit(local_prefect.api_url)
+    limit = httpx.get(url).json()
+    assert (limit["limit"], limit["active"]) == (1, True)
+
+
+def test_a_busy_port_is_reported_plainly(local_prefect: LocalPrefect) -> None:
+    with pytest.raises(PortInUse, match=rf"port {local_prefect.port} .* already in use"):
+        LocalPrefect(port=local_prefect.port).start()
+
+
+def test_deployed_run_pauses_and_resume_verdicts_come_from_the_body(
+    local_prefect: LocalPrefect, toy_worker: Worker
+) -> None:
+    api = local_prefect.api_url
+    run = start_run(api, "toy-release/toy-release", {"version": "v9.9.9"})
+    paused = wait_for_run(api, run.id, timeout=90)
+    assert paused.paused, toy_worker.log_tail()
+    assert paused.pause_key == "qa-approval-0"
+
+    rejected = resume_run(api, run.id, {"approved": True, "comment": "no approver given"})
+    assert (rejected.status, rejected.http_status) == ("REJECT", 200)
+    assert "approver" in rejected.reason
+
+    accepted = resume_run(api, run.id, {"approved": True, "approver": "qa-bob", "comment": "ok"})
+    assert accepted.accepted, accepted
+
+    again = resume_run(api, run.id, {"approved": True, "approver": "qa-bob"})
+    assert again.status == "ABORT"
+
+    done = wait_for_run(api, run.id, until=lambda r: r.finished, timeout=90)
+    assert done.state_type == "COMPLETED", toy_worker.log_tail()
+    summary = read_artifact(api, run.id, "promotion-summary")
+    assert summary is not None and "qa-bob" in summary
