@@ -159,7 +159,7 @@ def build_app(emu: GitHubEmulator) -> Starlette:
             return _error_response(error, rate.spend(login, 1))
         call = Request(method, path, params, dict(request.query_params), body, login)
         try:
-            reply: Reply = await run_in_threadpool(route.handler, call)
+            reply: Reply = await run_in_threadpool(emu.call, route.handler, call)
         except ApiError as error:
             emu.record(key, error.status, error.body())
             emu.stats.count(key, error.status)

@@ -28,6 +28,7 @@ from sandbox.github.githttp import CgiResponse, http_backend
 from sandbox.github.gitrepo import CommitInfo, FileChange, GitError, GitRepo, Person
 from sandbox.github.routing import (
     ApiError,
+    Handler,
     Reply,
     Request,
     Router,
@@ -879,12 +880,12 @@ class GitHubEmulator:
     def _pr_commits(self, pr: PullRequest) -> list[str]:
         return self.repo.rev_list(self._pr_base_sha(pr), self._pr_head_sha(pr))
 
-    def _pr_changes(self, pr: PullRequest) -> list[FileChange]:
+    def _pr_changes(self, pr: PullRequest, patches: bool = False) -> list[FileChange]:
         head = self._pr_head_sha(pr)
         base = self.repo.merge_base(self._pr_base_sha(pr), head)
         if base is None:
             return []
-        return self.repo.diff(base, head)
+        return self.repo.diff(base, head, patches=patches)
 
     def _pr(self, number: str) -> PullRequest:
         with self._lock:
@@ -968,15 +969,23 @@ class GitHubEmulator:
     def _refs_changed(self) -> None:
         """After any ref write: follow moved PR heads and start their validation checks."""
         with self._lock:
-            for pr in self._pulls.values():
-                if pr.state != "open":
-                    continue
-                current = self._branch_sha(pr.head_ref)
+            open_prs = [p for p in self._pulls.values() if p.state == "open"]
+            if not open_prs:
+                return
+            heads = self.branches()
+            for pr in open_prs:
+                current = heads.get(pr.head_ref)
                 if current is not None and current != pr.head_sha:
                     pr.head_sha = current
                     pr.updated_at = now()
                     self.repo.update_ref(f"refs/pull/{pr.number}/head", current)
                     self._start_check(pr)
+
+    def call(self, handler: Handler, request: Request) -> Reply:
+        """Serve one API call; refs written behind the API's back (git push, plain git in the
+        bare repository) are noticed first, as GitHub notices pushes."""
+        self._refs_changed()
+        return handler(request)
 
     def _start_check(self, pr: PullRequest) -> None:
         head = pr.head_sha
@@ -1000,12 +1009,9 @@ class GitHubEmulator:
             run.started_at = now()
         try:
             merge_base = self.repo.merge_base(base, run.head_sha) or base
-            changed = [c.filename for c in self.repo.diff(merge_base, run.head_sha)]
-            changed += [
-                c.previous_filename
-                for c in self.repo.diff(merge_base, run.head_sha)
-                if c.previous_filename
-            ]
+            diff = self.repo.diff(merge_base, run.head_sha, patches=False)
+            changed = [c.filename for c in diff]
+            changed += [c.previous_filename for c in diff if c.previous_filename]
             outcome = run_validation(self.repo, run.head_sha, changed)
             conclusion, title, summary = outcome.conclusion, outcome.title, outcome.summary
         except Exception as exc:  # the check reports, it never kills the server
@@ -1996,7 +2002,8 @@ class GitHubEmulator:
         self._check_repo(req)
         pr = self._pr(req.params["pull_number"])
         head = self._pr_head_sha(pr)
-        return self._page(req, [self._file_json(c, head) for c in self._pr_changes(pr)])
+        changes = self._pr_changes(pr, patches=True)
+        return self._page(req, [self._file_json(c, head) for c in changes])
 
     def pull_commits(self, req: Request) -> Reply:
         self._check_repo(req)

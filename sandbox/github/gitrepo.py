@@ -232,12 +232,11 @@ class GitRepo:
         return [tuple(line.split(" ", 1)) for line in out.splitlines() if line]  # type: ignore[misc]
 
     def ref_sha(self, ref: str) -> str | None:
-        code, out = self.run_code("rev-parse", "--verify", "--quiet", f"{ref}^{{}}")
-        if code != 0:
-            return None
-        if not any(name == ref for name, _ in self.refs(ref)):
-            return None
-        return out.decode().strip()
+        """The sha the ref named exactly ``ref`` points at, or None."""
+        for name, sha in self.refs(ref):
+            if name == ref:
+                return sha
+        return None
 
     def update_ref(self, ref: str, new: str, old: str | None = None) -> None:
         args = ["update-ref", ref, new]
@@ -289,8 +288,8 @@ class GitRepo:
         out = self.run("rev-list", "--reverse", "--topo-order", include, f"^{exclude}")
         return out.decode().split()
 
-    def diff(self, old: str, new: str) -> list[FileChange]:
-        """The files that differ between two commits or trees, with a patch each."""
+    def diff(self, old: str, new: str, patches: bool = True) -> list[FileChange]:
+        """The files that differ between two commits or trees (with a patch each if asked)."""
         numstat = self.run("diff-tree", "-r", "-z", "--numstat", "-M", old, new).decode()
         status_out = self.run("diff-tree", "-r", "-z", "--raw", "-M", old, new).decode()
         counts: dict[str, tuple[int, int]] = {}
@@ -328,8 +327,10 @@ class GitRepo:
             else:
                 path = parts[i + 1]
                 i += 2
-            patch = self.run("diff", old, new, "--", path).decode("utf-8", errors="replace")
-            patch = patch[patch.find("@@") :] if "@@" in patch else ""
+            patch = ""
+            if patches:
+                text = self.run("diff", old, new, "--", path).decode("utf-8", errors="replace")
+                patch = text[text.find("@@") :] if "@@" in text else ""
             added, deleted = counts.get(path, (0, 0))
             changes.append(
                 FileChange(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,9 @@ from github import Github, GithubException, InputGitTreeElement
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError
 
-from tests.github_emulator.conftest import DEV_TOKEN, PM_TOKEN, REPO, Sandbox
+from promotion.config import PromotionConfig
+from sandbox.seed import seed_repository
+from tests.github_emulator.conftest import DEV_TOKEN, PM_TOKEN, REPO, Sandbox, start
 from tests.github_emulator.helpers import OVERLAY, open_change_pr, wait_check
 
 SCHEMAS = json.loads(
@@ -109,11 +112,15 @@ def drive_every_route(sandbox: Sandbox, gh: Github) -> None:
     emu.wait_for_checks()
 
 
-@pytest.fixture
-def journal(sandbox: Sandbox, gh: Github) -> list[tuple[str, int, Any]]:
-    sandbox.emu.journal_enabled = True
-    drive_every_route(sandbox, gh)
-    return sandbox.emu.journal
+@pytest.fixture(scope="module")
+def journal(
+    tmp_path_factory: pytest.TempPathFactory, config: PromotionConfig
+) -> Iterator[list[tuple[str, int, Any]]]:
+    bare = tmp_path_factory.mktemp("contract") / "repo.git"
+    for sandbox in start(bare, seed_repository(bare, config)):
+        sandbox.emu.journal_enabled = True
+        drive_every_route(sandbox, sandbox.client())
+        yield sandbox.emu.journal
 
 
 def test_every_answer_matches_githubs_schema(journal: list[tuple[str, int, Any]]) -> None:

@@ -101,3 +101,39 @@ def test_pm_review_from_another_login(sandbox: Sandbox, gh: Github) -> None:
     assert [(r.user.login, r.state) for r in reviews] == [("pm-carol", "APPROVED")]
     assert repo.get_pull(pr.number).mergeable_state == "clean"
     assert pr.merge(merge_method="squash").merged
+
+
+def test_commit_written_straight_into_the_bare_repo_is_noticed(
+    sandbox: Sandbox, gh: Github
+) -> None:
+    repo = gh.get_repo(REPO)
+    pr = open_change_pr(repo, "promote/prod/v1.0.1")
+    wait_check(repo, pr.head.sha)
+    bare = sandbox.emu.repo.path
+    tree = git("rev-parse", f"{pr.head.sha}^{{tree}}", cwd=bare).strip()
+    moved = git("commit-tree", tree, "-p", pr.head.sha, "-m", "Behind the API", cwd=bare).strip()
+    git("update-ref", "refs/heads/promote/prod/v1.0.1", moved, cwd=bare)
+    assert repo.get_pull(pr.number).head.sha == moved
+    assert wait_check(repo, moved)["conclusion"] == "success"
+
+
+def test_concurrent_writers_do_not_corrupt_state(sandbox: Sandbox, gh: Github) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    repo = gh.get_repo(REPO)
+    main = sandbox.emu.head("main")
+
+    def create(i: int) -> str:
+        return repo.create_git_ref(f"refs/heads/parallel-{i}", main).ref
+
+    with ThreadPoolExecutor(8) as pool:
+        refs = list(pool.map(create, range(16)))
+    assert sorted(refs) == sorted(f"refs/heads/parallel-{i}" for i in range(16))
+    assert len([b for b in sandbox.emu.branches() if b.startswith("parallel-")]) == 16
+
+    def open_pr(i: int) -> int:
+        return open_change_pr(repo, f"pr-{i}", content=f"change {i}\n", path=f"file-{i}.txt").number
+
+    with ThreadPoolExecutor(4) as pool:
+        numbers = list(pool.map(open_pr, range(6)))
+    assert sorted(numbers) == [1, 2, 3, 4, 5, 6]
