@@ -34,7 +34,7 @@ from promotion.github import (
 )
 from tasks.retry import RETRIES, RETRY_DELAYS, RETRY_JITTER, transient_only
 
-DEFAULT_TOKEN_BLOCK = Settings.SECRET_BLOCKS["github_token"]
+DEFAULT_TOKEN_BLOCK: str = Settings.SECRET_BLOCKS["github_token"]
 
 __all__ = [
     "GitHubConnection",
