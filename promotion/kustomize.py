@@ -8,6 +8,7 @@ where each value sits; the edit itself splices the original text.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import shutil
@@ -41,9 +42,6 @@ _KINDS = {"Kustomization", "Component"}
 # A plain tag must read back as a string for every YAML reader of the file: kustomize reads
 # kustomizations with go-yaml v2 (YAML 1.1: `on`, `y`, `0b11`, `1_000` are not strings) and
 # refuses a non-string newTag; ruamel.yaml and yaml.v3 read YAML 1.2. Anything else is quoted.
-_YAML12 = YAML(typ="safe", pure=True)
-_YAML11 = YAML(typ="safe", pure=True)
-_YAML11.version = (1, 1)
 _GO_YAML_V2_WORDS = frozenset(
     [
         "y",
@@ -225,11 +223,21 @@ def _render_scalar(old_source: str, tag: str) -> str:
     return tag
 
 
+@functools.lru_cache(maxsize=4096)
 def _needs_quotes(tag: str) -> bool:
     """Whether a plain ``tag`` would be read as something other than a string by some reader."""
     if tag in _GO_YAML_V2_WORDS or _GO_NUMBER.fullmatch(tag.replace("_", "")):
         return True
-    return not all(isinstance(yaml.load(tag), str) for yaml in (_YAML11, _YAML12))
+    if not tag[:1].isdigit():
+        return False  # starting with a letter or "_": only the words above are not strings
+    # A YAML instance keeps its parser state while loading: one per call, as edits may run in
+    # several threads at once (Prefect's thread pool task runner).
+    for version in ((1, 1), (1, 2)):
+        yaml = YAML(typ="safe", pure=True)
+        yaml.version = version
+        if not isinstance(yaml.load(tag), str):
+            return True
+    return False
 
 
 def set_image_tags(text: str, tags: Mapping[str, str]) -> str:

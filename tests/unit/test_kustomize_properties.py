@@ -81,3 +81,14 @@ def test_render_keeps_tags_yaml_would_read_as_other_types(
     image = config.image("frontend")
     (overlay_dir / "kustomization.yaml").write_text(set_image_tags(PROD, {image: tag}), "utf-8")
     assert rendered_images(render(overlay_dir))[image] == tag
+
+
+@given(tag=oci_tags)
+@settings(max_examples=300, deadline=None)
+def test_any_tag_reads_back_as_the_same_string_in_yaml_1_1_and_1_2(tag: str) -> None:
+    # kustomize reads with go-yaml v2 (YAML 1.1); other tools read YAML 1.2.
+    result = set_image_tags("images:\n  - name: app\n    newTag: v1\n", {"app": tag})
+    for version in ((1, 1), (1, 2)):
+        yaml = YAML(typ="safe", pure=True)
+        yaml.version = version
+        assert yaml.load(result)["images"][0]["newTag"] == tag
