@@ -53,6 +53,11 @@ def _parser() -> argparse.ArgumentParser:
         default=0.2,
         help="seconds a synced application stays Progressing (default 0.2)",
     )
+    up.add_argument(
+        "--no-registry",
+        action="store_true",
+        help="do not start the registry (the release check then cannot pass)",
+    )
     up.add_argument("--github-port", type=int, default=None)
     up.add_argument("--argocd-port", type=int, default=None)
     up.add_argument("--registry-port", type=int, default=None)
@@ -76,6 +81,7 @@ def up(args: argparse.Namespace) -> int:
             github_port=args.github_port,
             argocd_port=args.argocd_port,
             registry_port=args.registry_port,
+            registry=not args.no_registry,
         )
     except (PortInUse, SandboxError) as exc:
         print(f"sandbox: {exc}", file=sys.stderr)

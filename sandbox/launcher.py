@@ -16,6 +16,7 @@ import os
 import secrets
 import shutil
 import signal
+import socket
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -131,8 +132,13 @@ class Sandbox:
 
 
 def _pid_alive(pid: int) -> bool:
+    """True if ``pid`` runs (a zombie, exited but not yet reaped by its parent, does not)."""
     if pid <= 0:
         return False
+    with contextlib.suppress(OSError, IndexError):
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        if stat.rsplit(")", 1)[1].split()[0] in {"Z", "X"}:
+            return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -274,9 +280,7 @@ def _start_github(
     server = _serve(emu.app, port, "GitHub emulator")
     sandbox._on_stop(server.stop)
     emu.bind(server.url)
-    stop = getattr(emu, "stop", None)
-    if callable(stop):
-        sandbox._on_stop(stop)
+    sandbox._on_stop(emu.close)
     sandbox.github = emu
     return str(emu.api_url), str(emu.git_url)
 
@@ -326,10 +330,19 @@ def _start_registry(
     releases: Sequence[str],
     port: int | None,
 ) -> str:
-    from sandbox.registry import LocalRegistry
+    try:
+        from sandbox.registry import LocalRegistry
+    except ImportError as exc:
+        raise SandboxError(f"the sandbox registry is not available: {exc}") from exc
 
     kwargs: dict[str, Any] = {}
     if port is not None:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                raise PortInUse(f"registry: port {port} on 127.0.0.1 is already in use") from None
         kwargs["port"] = port
     reg = LocalRegistry(state / "registry", **kwargs)
     reg.start()
@@ -366,8 +379,6 @@ def stop_recorded_sandbox(
     os.kill(info.pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
     while _pid_alive(info.pid):
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(info.pid, os.WNOHANG)
         if time.monotonic() > deadline:
             raise SandboxError(f"sandbox pid {info.pid} still running {timeout}s after SIGTERM")
         time.sleep(0.1)
