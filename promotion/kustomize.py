@@ -35,7 +35,7 @@ class KustomizeRenderFailed(RuntimeError):
 
 
 class ManifestInvalid(ValueError):
-    """Rendered manifests that kubernetes-validate rejects; the message lists every error."""
+    """Rendered manifests that kubernetes-validate rejects; the message names every bad resource."""
 
 
 _KINDS = {"Kustomization", "Component"}

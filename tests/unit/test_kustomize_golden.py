@@ -155,3 +155,47 @@ def test_read_image_tags_returns_the_tag_as_written() -> None:
         "- name: c\n  newTag: 'x''y'\n- name: d\n  digest: sha256:00\n- name: e\n  newTag:\n"
     )
     assert read_image_tags(text) == {"a": "1.10", "b": "true", "c": "x'y"}
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        pytest.param(
+            "kind: Kustomization\rimages:\r- name: a\r  newTag: v1 # x\r",
+            "kind: Kustomization\rimages:\r- name: a\r  newTag: v2 # x\r",
+            id="lone-cr-line-endings",
+        ),
+        pytest.param(
+            "\ufeff---\r\nimages:\r\n- name: a\r\n  newTag: 'v1'\r\n",
+            "\ufeff---\r\nimages:\r\n- name: a\r\n  newTag: 'v2'\r\n",
+            id="byte-order-mark",
+        ),
+        pytest.param(
+            "# ünïcödé 🎉\nimages:\n- name: a # 🎉\n  newTag: v1 # 🎉\n",
+            "# ünïcödé 🎉\nimages:\n- name: a # 🎉\n  newTag: v2 # 🎉\n",
+            id="non-ascii-comments",
+        ),
+        pytest.param(
+            "images: [\n  {name: a,\n   newTag: v1},\n]\n",
+            "images: [\n  {name: a,\n   newTag: v2},\n]\n",
+            id="flow-over-several-lines",
+        ),
+        pytest.param(
+            'images:\n- {"name": a, "newTag": v1}\n',
+            'images:\n- {"name": a, "newTag": v2}\n',
+            id="quoted-keys",
+        ),
+        pytest.param(
+            "images:\n    -   name: a\n        newTag:   v1   \n...\n",
+            "images:\n    -   name: a\n        newTag:   v2   \n...\n",
+            id="wide-indent-trailing-spaces-document-end",
+        ),
+        pytest.param(
+            "kind: Component\nimages:\n- name: a\n  newTag: v1\n",
+            "kind: Component\nimages:\n- name: a\n  newTag: v2\n",
+            id="component",
+        ),
+    ],
+)
+def test_unusual_layouts_keep_every_other_byte(text: str, expected: str) -> None:
+    assert set_image_tags(text, {"a": "v2"}) == expected
