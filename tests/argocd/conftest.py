@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import tempfile
 from collections.abc import Iterator, Mapping
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +26,7 @@ TOKEN = "argocd-test-token"
 PROD = "prod-microservices-demo"
 STAGING = "staging-microservices-demo"
 PROD_OVERLAY = "kustomize/prod/kustomization.yaml"
+HARNESS_KEY = "_release_promotion_prefect_harness"
 
 
 @dataclass
@@ -106,9 +108,16 @@ def argo(repo: Repo) -> Iterator[Argo]:
 
 
 @pytest.fixture(scope="session")
-def prefect_harness() -> Iterator[None]:
-    """One real temporary Prefect server (SQLite) for the whole session: it takes ~15 s."""
-    from prefect.testing.utilities import prefect_test_harness
+def prefect_harness(request: pytest.FixtureRequest) -> Iterator[None]:
+    """One temporary Prefect server for the session (~15 s to start), shared with tests/registry.
 
-    with prefect_test_harness(server_startup_timeout=60):
-        yield
+    Kept on the pytest config so the two test folders start it once, closed at session end.
+    """
+    if getattr(request.config, HARNESS_KEY, None) is None:
+        from prefect.testing.utilities import prefect_test_harness
+
+        stack = ExitStack()
+        stack.enter_context(prefect_test_harness(server_startup_timeout=90))
+        setattr(request.config, HARNESS_KEY, stack)
+        request.config.add_cleanup(stack.close)
+    yield
