@@ -31,7 +31,7 @@ from github.PullRequest import PullRequest
 from github.Requester import Requester
 from pydantic import BaseModel, ConfigDict, SecretStr
 
-from promotion.kustomize import read_image_tags, set_image_tags
+from promotion.kustomize import KustomizationError, read_image_tags, set_image_tags
 from promotion.models import ImageChangeSet, validate_version
 
 if TYPE_CHECKING:
@@ -97,6 +97,10 @@ class GitHubRequestFailed(GitHubError):
 
 class PullRequestNotFound(GitHubRequestFailed):
     """The pull request number does not exist in the repository."""
+
+
+class OverlayNotEditable(GitHubError):
+    """The overlay on the base branch cannot take the new tags (malformed, image missing...)."""
 
 
 class NothingToPromote(GitHubError):
@@ -678,14 +682,21 @@ class GitHubClient:
             if isinstance(content, list):
                 raise self._fail(GitHubRequestFailed, f"{env.overlay} is a directory")
             text = content.decoded_content.decode("utf-8")
-        changes = ImageChangeSet.build(env.name, version, images, read_image_tags(text))
+        try:
+            changes = ImageChangeSet.build(env.name, version, images, read_image_tags(text))
+            new_text = set_image_tags(text, changes.new_tags()) if changes.pending else text
+        except KustomizationError as exc:
+            raise self._fail(
+                OverlayNotEditable,
+                f"cannot edit {env.overlay} at {base_sha[:12]}: {exc}",
+                branch=branch,
+            ) from exc
         if not changes.pending:
             raise self._fail(
                 NothingToPromote,
                 f"{env.name} is already at {version}: every image in {env.overlay} has that tag",
                 branch=branch,
             )
-        new_text = set_image_tags(text, changes.new_tags())
         tree_sha = self._tree_with(base_tree, {env.overlay: new_text}, branch)
         title = f"Promote {version} to {env.name}"
         body = (

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import pytest
 from github import Auth, Github
+from pydantic import SecretStr
 
+from promotion.config import ConfigError, Settings
 from promotion.github import (
     ChecksFailed,
     ChecksTimedOut,
+    GitHubClient,
     HeadMoved,
     MergeRefused,
     NothingToPromote,
     NothingToRevert,
+    OverlayNotEditable,
     PullRequestNotFound,
     PullRequestNotMerged,
     ReviewTimedOut,
@@ -297,3 +301,34 @@ def test_revert_pr_restores_the_previous_overlay(github: Sandbox) -> None:
     assert github.client.read_file(overlay)[0] == before
     with pytest.raises(NothingToRevert):
         github.client.open_revert_pr(pr.number)
+
+
+def test_polling_is_conditional_so_unchanged_answers_are_304s(github: Sandbox) -> None:
+    github.emu.check_duration = 1.5
+    pr = _open(github)
+    github.reset_stats()
+    summary = github.client.wait_for_checks(
+        pr.number, [CHECK], timeout=30, poll_interval=0.1, head_sha=pr.head_sha
+    )
+    assert summary.checks[0].conclusion == "success"
+    stats = github.stats()
+    route = "GET /repos/{owner}/{repo}/commits/{ref}/check-runs"
+    # one answer per state the check went through (queued/in progress, completed) at most three
+    assert stats["routes"][route] <= 3
+    assert stats["not_modified"][route] >= 5
+
+
+def test_an_overlay_without_the_image_is_not_editable(github: Sandbox) -> None:
+    images = {**github.config.images(), "newservice": "registry.example/newservice"}
+    with pytest.raises(OverlayNotEditable, match="newservice"):
+        github.client.open_promotion_pr(github.config.environment("staging"), "v1.0.1", images)
+    assert _all_pulls(github) == []
+
+
+def test_client_from_settings(github: Sandbox, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("RELEASE_PROMOTION_GITHUB_TOKEN", raising=False)
+    settings = Settings(github_url=github.emu.api_url, github_token=SecretStr(BOT_TOKEN))
+    with GitHubClient.from_settings(settings, github.config) as client:
+        assert client.base_head_sha() == github.git("rev-parse", "main")
+    with pytest.raises(ConfigError, match="RELEASE_PROMOTION_GITHUB_TOKEN"):
+        GitHubClient.from_settings(Settings(github_url=github.emu.api_url), github.config)
