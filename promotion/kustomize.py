@@ -298,13 +298,22 @@ def kubectl_binary() -> str:
 
 def render(overlay_dir: str | os.PathLike[str], timeout: float = 60.0) -> str:
     """Run the real kustomize on ``overlay_dir`` and return the rendered manifests."""
-    result = subprocess.run(
-        [kubectl_binary(), "kustomize", str(overlay_dir)],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
+    try:
+        result = subprocess.run(
+            [kubectl_binary(), "kustomize", str(overlay_dir)],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+    except subprocess.TimeoutExpired as exc:
+        raise KustomizeRenderFailed(
+            f"kustomize build {overlay_dir} timed out after {timeout:g} s"
+        ) from exc
+    except OSError as exc:
+        raise KustomizeRenderFailed(
+            f"kustomize build {overlay_dir} could not start: {exc}"
+        ) from exc
     if result.returncode != 0:
         message = result.stderr.strip() or f"exit code {result.returncode}"
         raise KustomizeRenderFailed(f"kustomize build {overlay_dir} failed: {message}")

@@ -115,3 +115,9 @@ def test_validate_names_resources_it_cannot_check(text: str, expected: str) -> N
 def test_validate_of_an_unsupported_kubernetes_version() -> None:
     with pytest.raises(ManifestInvalid, match=r"does not support version 9\.99"):
         validate("apiVersion: v1\nkind: Service\nmetadata:\n  name: s\n", "9.99")
+
+
+def test_render_that_times_out_is_a_render_failure(seed_tree: Path) -> None:
+    with pytest.raises(KustomizeRenderFailed, match="timed out after 1e-06 s") as info:
+        render(seed_tree / "kustomize" / "prod", timeout=1e-6)
+    assert info.value.__cause__ is not None
