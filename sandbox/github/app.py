@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import itertools
 import json
 import threading
 import time
@@ -121,6 +122,20 @@ def _etag_matches(header: str | None, etag: str) -> bool:
     )
 
 
+_request_ids = itertools.count(1)
+
+
+def _github_headers() -> dict[str, str]:
+    number = next(_request_ids)
+    return {
+        "X-GitHub-Media-Type": "github.v3; format=json",
+        "X-GitHub-Api-Version-Selected": "2022-11-28",
+        "X-GitHub-Request-Id": f"5A4D:{number:04X}:{number:06X}:{number:07X}:00000000",
+        "X-OAuth-Scopes": "repo",
+        "X-Accepted-OAuth-Scopes": "repo",
+    }
+
+
 def build_app(emu: GitHubEmulator) -> Starlette:
     rate = RateLimiter()
 
@@ -165,7 +180,7 @@ def build_app(emu: GitHubEmulator) -> Starlette:
             emu.stats.count(key, error.status)
             return _error_response(error, rate.spend(login, 1))
         payload = b"" if reply.body is None else _json_bytes(reply.body)
-        out_headers = dict(reply.headers)
+        out_headers = {**reply.headers, **_github_headers()}
         if method == "GET" and reply.status == 200:
             etag = _etag(payload)
             out_headers["ETag"] = etag

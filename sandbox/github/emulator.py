@@ -36,6 +36,7 @@ from sandbox.github.routing import (
     validation_failed,
 )
 from sandbox.github.validation import CHECK_NAME, run_validation
+from sandbox.http import RunningServer, serve_in_thread
 
 SANDBOX_APP_ID = 15368
 GITHUB_PERSON = ("GitHub", "noreply@github.com")
@@ -218,6 +219,12 @@ class GitHubEmulator:
     def bind(self, base_url: str) -> None:
         """Tell the emulator the URL it is served at (``RunningServer.url``)."""
         self._base_url = base_url.rstrip("/")
+
+    def start(self, port: int | None = None) -> RunningServer:
+        """Serve the emulator on 127.0.0.1 (``port`` or a free one) in a thread and bind it."""
+        server = serve_in_thread(self.app, port=port)
+        self.bind(server.url)
+        return server
 
     @property
     def base_url(self) -> str:

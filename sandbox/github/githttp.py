@@ -37,6 +37,10 @@ def http_backend(
         "GIT_CONFIG_GLOBAL": "/dev/null",
         "GIT_PROJECT_ROOT": str(repo.parent),
         "GIT_HTTP_EXPORT_ALL": "1",
+        # pushes are allowed whatever the repository's own config says
+        "GIT_CONFIG_COUNT": "1",
+        "GIT_CONFIG_KEY_0": "http.receivepack",
+        "GIT_CONFIG_VALUE_0": "true",
         "PATH_INFO": f"/{repo.name}{path_in_repo}",
         "REQUEST_METHOD": method,
         "QUERY_STRING": query,

@@ -6,7 +6,7 @@ import time
 
 import httpx
 import pytest
-from github import Github, GithubException, RateLimitExceededException
+from github import Auth, Github, GithubException, RateLimitExceededException
 
 from tests.github_emulator.conftest import DEV_TOKEN, REPO, Sandbox
 from tests.github_emulator.helpers import open_change_pr, wait_check
@@ -142,3 +142,25 @@ def test_http_admin_statuses_and_protection(sandbox: Sandbox, gh: Github) -> Non
     ).json()
     assert protection["required_status_checks"]["contexts"] == ["ci/e2e"]
     assert protection["required_pull_request_reviews"]["required_approving_review_count"] == 2
+
+
+def test_pagination_follows_link_headers(sandbox: Sandbox) -> None:
+    main = sandbox.emu.head("main")
+    paged = Github(
+        base_url=sandbox.emu.api_url,
+        auth=Auth.Token(DEV_TOKEN),
+        per_page=2,
+        seconds_between_requests=None,
+        seconds_between_writes=None,
+        retry=None,
+    )
+    repo = paged.get_repo(REPO)
+    for i in range(4):
+        repo.create_git_ref(f"refs/heads/page-{i}", main)
+    sandbox.emu.stats.reset()
+    names = [b.name for b in repo.get_branches()]
+    assert names == ["main", "page-0", "page-1", "page-2", "page-3"]
+    assert sandbox.emu.stats.snapshot()["routes"]["GET /repos/{owner}/{repo}/branches"] == 3
+    first = httpx.get(f"{sandbox.emu.api_url}/repos/{REPO}/branches?per_page=2", headers=AUTH)
+    assert 'rel="next"' in first.headers["Link"]
+    assert first.headers["Link"].startswith(f"<{sandbox.emu.api_url}/repos/{REPO}/branches?")
