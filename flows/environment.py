@@ -6,10 +6,10 @@ import time
 from dataclasses import dataclass
 
 from prefect import flow, get_run_logger
-from promotion.github import NothingToPromote
 
 from flows.runtime import Runtime, load_runtime
 from promotion.config import Environment, Gate
+from promotion.github import NothingToPromote
 from promotion.models import validate_version
 from tasks import argocd as argo_tasks
 from tasks import github as gh_tasks
@@ -40,14 +40,6 @@ class EnvironmentOutcome:
     note: str = ""
 
 
-def _github(rt: Runtime) -> gh_tasks.GitHubTarget:
-    return gh_tasks.GitHubTarget.from_runtime(rt.settings, rt.config)
-
-
-def _argocd(rt: Runtime) -> argo_tasks.ArgoTarget:
-    return argo_tasks.ArgoTarget.from_settings(rt.settings)
-
-
 def run_environment(
     rt: Runtime,
     env: Environment,
@@ -65,7 +57,7 @@ def run_environment(
         raise GateNotPassed(
             f"{env.name} is gated by PM approval: it cannot be merged without an approver"
         )
-    gh = _github(rt)
+    gh = rt.github()
     try:
         pr = gh_tasks.open_promotion_pr(gh, env, version, rt.config.images())
     except NothingToPromote:
@@ -75,7 +67,7 @@ def run_environment(
             # nothing to merge; still confirm Argo CD runs what the branch says.
             head = gh_tasks.branch_head(gh)
             deployed = argo_tasks.confirm_deployed(
-                _argocd(rt), env.argocd_app, head, timeout=deploy_timeout
+                rt.argocd(), env.argocd_app, head, timeout=deploy_timeout
             )
             return EnvironmentOutcome(
                 env.name,
@@ -128,7 +120,7 @@ def run_environment(
         merge_sha = merged.sha
     assert merge_sha is not None
     deployed = argo_tasks.confirm_deployed(
-        _argocd(rt), env.argocd_app, merge_sha, timeout=deploy_timeout
+        rt.argocd(), env.argocd_app, merge_sha, timeout=deploy_timeout
     )
     return EnvironmentOutcome(
         env.name,

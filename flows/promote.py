@@ -8,12 +8,12 @@ from typing import Literal
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 from prefect.concurrency.sync import concurrency
-from promotion.argocd import DeploymentDegraded
 
 from flows.approval import DEFAULT_APPROVAL_TIMEOUT, Decision, request_approval
 from flows.environment import EnvironmentOutcome, run_environment
 from flows.rollback import run_rollback
 from flows.runtime import Runtime, load_runtime, publish_report
+from promotion.argocd import DeploymentDegraded
 from promotion.config import Environment, Gate
 from promotion.kustomize import read_image_tags, set_image_tags
 from promotion.models import ImageChangeSet, validate_version
@@ -57,7 +57,7 @@ def _links(rt: Runtime, env: Environment, pr_url: str | None) -> str:
 
 
 def _prod_diff(rt: Runtime, env: Environment, version: str) -> str:
-    gh = gh_tasks.GitHubTarget.from_runtime(rt.settings, rt.config)
+    gh = rt.github()
     before = gh_tasks.read_file(gh, env.overlay)
     images = rt.config.images()
     current = read_image_tags(before)
@@ -106,11 +106,7 @@ def promote_release(
         rt = load_runtime(config_file)
         cfg = rt.config
         images = cfg.images()
-        registry_tasks.check_release(
-            registry_tasks.RegistryTarget.from_settings(rt.settings, cfg),
-            {s: f"{cfg.registry.path}/{s}" for s in cfg.services},
-            version,
-        )
+        registry_tasks.check_release(rt.registry(), rt.registry_repositories(), version)
         report.notes.append(f"All {len(images)} images of {version} are in the registry.")
         done: list[str] = []
         qa: Decision | None = None
@@ -186,7 +182,7 @@ def _promote_gated(
     auto_rollback: str,
     report: RunReport,
 ) -> None:
-    gh = gh_tasks.GitHubTarget.from_runtime(rt.settings, rt.config)
+    gh = rt.github()
     proposal = run_environment(rt, env, version, merge=False)
     _record(report, proposal, env.argocd_app)
     if proposal.merged:  # a re-run after the merge: nothing left to approve

@@ -36,16 +36,19 @@ def run_rollback(
     """Roll ``env`` back by ``method`` (``argocd`` or ``revert``) and confirm it is Healthy."""
     logger = get_run_logger()
     started = time.monotonic()
-    argo = argo_tasks.ArgoTarget.from_settings(rt.settings)
+    argo = rt.argocd()
     if method == "argocd":
-        target: str | int = int(to) if to.isdigit() else to
-        rolled = argo_tasks.rollback(argo, env.argocd_app, target, timeout=deploy_timeout)
+        if to != "previous" and not to.isdigit():
+            raise ValueError(f"an Argo CD rollback needs 'previous' or a history id, not {to!r}")
+        rolled = argo_tasks.rollback(
+            argo, env.argocd_app, int(to) if to.isdigit() else "previous", timeout=deploy_timeout
+        )
         detail = (
             f"Argo CD rollback to history id {rolled.history_id}; auto-sync is now OFF for "
             f"{env.argocd_app} (resume it once Git holds the version you want)"
         )
-        if rolled.warning:
-            detail += f". WARNING: {rolled.warning}"
+        for warning in rolled.warnings:
+            detail += f". WARNING: {warning}"
         logger.warning(detail)
         return RollbackOutcome(
             env.name,
@@ -56,7 +59,7 @@ def run_rollback(
             detail,
         )
     if method == "revert":
-        gh = gh_tasks.GitHubTarget.from_runtime(rt.settings, rt.config)
+        gh = rt.github()
         if to == "previous":
             merged = gh_tasks.latest_merged_promotion_pr(gh, env.name)
             if merged is None:
@@ -70,7 +73,7 @@ def run_rollback(
         pr = gh_tasks.open_revert_pr(gh, number)
         if not pr.merged:
             gh_tasks.wait_for_checks(gh, pr.number, rt.config.github.required_checks)
-            merge_sha = gh_tasks.merge(
+            merge_sha: str | None = gh_tasks.merge(
                 gh, pr.number, rt.config.github.merge_method, expected_head_sha=pr.head_sha
             ).sha
         else:

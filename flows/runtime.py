@@ -9,6 +9,9 @@ from prefect.artifacts import create_markdown_artifact
 
 from promotion.config import PromotionConfig, Settings, load_config
 from promotion.report import RunReport
+from tasks.argocd import ArgoTarget
+from tasks.github import GitHubTarget
+from tasks.registry import RegistryTarget
 
 
 def load_secret_block(name: str) -> str | None:
@@ -26,6 +29,19 @@ def load_secret_block(name: str) -> str | None:
 class Runtime:
     config: PromotionConfig
     settings: Settings
+
+    def github(self) -> GitHubTarget:
+        return GitHubTarget.from_settings(self.settings, self.config)
+
+    def argocd(self) -> ArgoTarget:
+        return ArgoTarget.from_settings(self.settings)
+
+    def registry(self) -> RegistryTarget:
+        return RegistryTarget.from_settings(self.settings, self.config)
+
+    def registry_repositories(self) -> dict[str, str]:
+        """Service -> repository path inside the registry."""
+        return {s: f"{self.config.registry.path}/{s}" for s in self.config.services}
 
 
 def load_runtime(config_file: str | None = None) -> Runtime:

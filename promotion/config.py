@@ -203,7 +203,9 @@ def load_config(path: str | os.PathLike[str] | None = None) -> PromotionConfig:
     except OSError as exc:
         raise ConfigError(f"cannot read promotion setup {file}: {exc.strerror}") from exc
     except UnicodeDecodeError as exc:
-        raise ConfigError(f"cannot read promotion setup {file}: not UTF-8 text ({exc.reason})") from exc
+        raise ConfigError(
+            f"cannot read promotion setup {file}: not UTF-8 text ({exc.reason})"
+        ) from exc
     return parse_config(text, str(file))
 
 
