@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import signal
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -164,3 +169,24 @@ def test_pagination_follows_link_headers(sandbox: Sandbox) -> None:
     first = httpx.get(f"{sandbox.emu.api_url}/repos/{REPO}/branches?per_page=2", headers=AUTH)
     assert 'rel="next"' in first.headers["Link"]
     assert first.headers["Link"].startswith(f"<{sandbox.emu.api_url}/repos/{REPO}/branches?")
+
+
+def test_standalone_process_prints_its_endpoints(tmp_path: Path) -> None:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "sandbox.github", "--state-dir", str(tmp_path)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        line = json.loads(process.stdout.readline())
+        assert line["repo"] == REPO
+        auth = {"Authorization": f"token {line['github_token']}"}
+        repo = httpx.get(f"{line['github_url']}/repos/{REPO}", headers=auth)
+        assert repo.status_code == 200
+        assert repo.json()["clone_url"] == line["git_url"]
+        stats = httpx.get(f"{line['admin_url']}/stats").json()
+        assert stats["routes"] == {"GET /repos/{owner}/{repo}": 1}
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=15) == 0
