@@ -1,0 +1,282 @@
+"""The one-command demo: promote v1.0.1 through staging and prod on this machine.
+
+``python -m deployments.demo`` (``make demo``) starts a local Prefect server (SQLite), the
+sandbox (GitHub, Argo CD and registry stand-ins over a seeded GitOps repository), the work pool,
+the prod concurrency limit and a worker; deploys ``prefect.yaml``; starts ``promote-release`` for
+v1.0.1; prints the run's link in the Prefect UI and which approval waits; follows the run to its
+end and prints the summary. With ``--auto-approve`` it gives the approvals itself through the same
+API the UI's Resume form uses and exits 0 only when prod is confirmed at the version. Ctrl-C stops
+everything it started; every run starts clean under ``.sandbox/demo``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import shutil
+import signal
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import httpx
+
+from deployments.local import (
+    PROJECT_ROOT,
+    LocalPrefect,
+    PortInUse,
+    PrefectCommandFailed,
+    PrefectStartFailed,
+    Worker,
+    deploy,
+    ensure_concurrency_limit,
+    ensure_work_pool,
+)
+from deployments.runs import (
+    RunApiError,
+    RunView,
+    keyset_description,
+    read_artifact,
+    resume_run,
+    start_run,
+    wait_for_run,
+)
+from promotion.config import PromotionConfig, load_config
+from sandbox.launcher import Sandbox, SandboxError, start_sandbox
+
+DEFAULT_STATE = PROJECT_ROOT / ".sandbox" / "demo"
+PROMOTE = "promote-release/promote-release"
+SUMMARY_KEY = "promotion-summary"
+
+
+class DemoFailed(RuntimeError):
+    """The demo could not reach its goal; the message says what happened and where to look."""
+
+
+def _say(message: str) -> None:
+    print(message, flush=True)
+
+
+@contextlib.contextmanager
+def _step(what: str) -> Iterator[None]:
+    started = time.monotonic()
+    print(f"- {what} ...", end="", flush=True)
+    try:
+        yield
+    except BaseException:
+        print(" failed", flush=True)
+        raise
+    print(f" done ({time.monotonic() - started:.1f}s)", flush=True)
+
+
+def _gate(pause_key: str | None) -> str:
+    """``qa-approval-0`` -> ``qa``."""
+    return (pause_key or "").split("-approval", 1)[0] or "unknown"
+
+
+def _approver_for(gate: str, config: PromotionConfig, initiator: str) -> str:
+    listed = {"qa": config.approvers.qa, "pm": config.approvers.pm}.get(gate, ())
+    for login in listed:
+        if login != initiator:
+            return login
+    raise DemoFailed(f"no {gate} approver other than the initiator {initiator!r} is configured")
+
+
+def prod_at(sandbox: Sandbox, config: PromotionConfig, version: str) -> tuple[bool, str]:
+    """Whether Argo CD reports the prod application Synced, Healthy and running ``version``."""
+    prod = config.environments[-1]
+    info = sandbox.info
+    response = httpx.get(
+        f"{info.argocd_url}/api/v1/applications/{prod.argocd_app}",
+        params={"refresh": "normal"},
+        headers={"Authorization": f"Bearer {info.argocd_token}"},
+        timeout=30,
+    )
+    status = response.json().get("status", {})
+    images = status.get("summary", {}).get("images", [])
+    sync = status.get("sync", {}).get("status")
+    health = status.get("health", {}).get("status")
+    on_version = bool(images) and all(str(i).endswith(f":{version}") for i in images)
+    tags = sorted({str(i).rsplit(":", 1)[-1] for i in images})
+    detail = f"{prod.argocd_app}: {sync}/{health}, {len(images)} images at {', '.join(tags) or '-'}"
+    return (on_version and sync == "Synced" and health == "Healthy"), detail
+
+
+def _deployable() -> list[str]:
+    """Names of the deployments in prefect.yaml whose flow file exists in this checkout."""
+    from ruamel.yaml import YAML
+
+    data: Any = YAML(typ="safe", pure=True).load((PROJECT_ROOT / "prefect.yaml").read_text())
+    names = []
+    for item in data.get("deployments", []):
+        entry = str(item.get("entrypoint", ""))
+        if (PROJECT_ROOT / entry.split(":", 1)[0]).exists():
+            names.append(str(item["name"]))
+    return names
+
+
+def _prepare(state: Path) -> None:
+    if state.exists():
+        shutil.rmtree(state)
+    state.mkdir(parents=True)
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    config = load_config()
+    state = Path(args.state_dir).resolve()
+    started = time.monotonic()
+    _say(f"release-promotion demo: promote {args.version} (state in {state})")
+    _prepare(state)
+    with contextlib.ExitStack() as stack:
+        with _step(f"starting the Prefect server (SQLite) on 127.0.0.1:{args.port}"):
+            prefect = stack.enter_context(LocalPrefect(home=state / "prefect", port=args.port))
+        with _step("starting the sandbox (GitHub, Argo CD, registry; v1.0.0 live everywhere)"):
+            sandbox = stack.enter_context(
+                start_sandbox(
+                    state / "sandbox",
+                    reconcile_interval=args.reconcile_interval,
+                    check_duration=args.check_duration,
+                )
+            )
+        with _step("creating the work pool and the prod concurrency limit"):
+            ensure_work_pool(prefect.api_url)
+            ensure_concurrency_limit(prefect.api_url)
+        env = prefect.env(sandbox.env())
+        names = _deployable()
+        with _step(f"deploying prefect.yaml ({', '.join(names)})"):
+            deploy(env, names=names)
+        with _step("starting a worker"):
+            stack.enter_context(Worker(env, log_path=state / "worker.log"))
+        _say(f"  Prefect UI:   {prefect.ui_url}")
+        _say(f"  GitHub:       {sandbox.info.github_url}/repos/{sandbox.info.repo}")
+        _say(f"  Argo CD:      {sandbox.info.argocd_url}/api/v1/applications")
+        run = start_run(
+            prefect.api_url, PROMOTE, {"version": args.version, "initiator": args.initiator}
+        )
+        _say(f"\nStarted promote-release for {args.version} (initiator {args.initiator}):")
+        _say(f"  {prefect.flow_run_url(run.id)}\n")
+        final = follow(prefect, run.id, config, args)
+        summary = read_artifact(prefect.api_url, run.id, SUMMARY_KEY)
+        _say("\n" + (summary or f"(no {SUMMARY_KEY} artifact was published)"))
+        ok, detail = prod_at(sandbox, config, args.version)
+        elapsed = time.monotonic() - started
+        if final.state_type == "COMPLETED" and ok:
+            _say(f"\nOK: prod runs {args.version} ({detail}); {elapsed:.1f}s in all.")
+            code = 0
+        else:
+            _say(
+                f"\nFAILED: the run ended {final.state_name}"
+                + (f" ({final.message})" if final.message else "")
+                + f"; prod: {detail}. Worker log: {state / 'worker.log'}"
+            )
+            code = 1
+        if not args.auto_approve and not args.exit_when_done:
+            _say(f"\nThe Prefect UI stays up at {prefect.ui_url}; press Ctrl-C to stop everything.")
+            while True:
+                time.sleep(1)
+        return code
+
+
+def follow(prefect: LocalPrefect, run_id: str, config: PromotionConfig, args: Any) -> RunView:
+    """Follow the run to its end, announcing (or, with --auto-approve, giving) each approval."""
+    answered: set[str] = set()
+    announced: set[str] = set()
+
+    def on_change(run: RunView) -> None:
+        if not run.paused:
+            _say(f"  run: {run.state_name}")
+
+    while True:
+        run = wait_for_run(
+            prefect.api_url,
+            run_id,
+            until=lambda r: r.finished or (r.paused and (r.pause_key or "") not in answered),
+            timeout=args.timeout,
+            on_change=on_change,
+        )
+        if run.finished:
+            return run
+        key = run.pause_key or ""
+        gate = _gate(key)
+        if key not in announced:
+            announced.add(key)
+            _say(f"\n>> Waiting for the {gate.upper()} approval ({key}).")
+            description = keyset_description(prefect.api_url, run)
+            if description:
+                _say("   " + description.strip().replace("\n", "\n   "))
+        if args.auto_approve:
+            approver = _approver_for(gate, config, args.initiator)
+            result = resume_run(
+                prefect.api_url,
+                run_id,
+                {
+                    "approved": True,
+                    "approver": approver,
+                    "comment": f"demo: approved by {approver}",
+                },
+            )
+            _say(f"   auto-approve as {approver}: {result.status} {result.reason}".rstrip())
+            if not result.accepted:
+                raise DemoFailed(f"the {gate} approval was not accepted: {result.reason}")
+            answered.add(key)
+        else:
+            _say(
+                f"   Open {prefect.flow_run_url(run_id)} , click Resume, switch 'Approved' on,\n"
+                f"   choose an approver ({', '.join(_listed(gate, config))}; not the initiator"
+                f" {args.initiator}) and submit."
+            )
+            answered.add(key)  # wait for the state to change before announcing again
+
+            def moved_on(r: RunView, waiting: str = key) -> bool:
+                return r.finished or not r.paused or r.pause_key != waiting
+
+            wait_for_run(prefect.api_url, run_id, until=moved_on, timeout=args.timeout)
+
+
+def _listed(gate: str, config: PromotionConfig) -> tuple[str, ...]:
+    return {"qa": config.approvers.qa, "pm": config.approvers.pm}.get(gate, ())
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m deployments.demo", description=__doc__)
+    parser.add_argument("--auto-approve", action="store_true", help="give both approvals")
+    parser.add_argument("--version", default="v1.0.1", help="the release to promote")
+    parser.add_argument("--initiator", default="release-manager", help="who starts the release")
+    parser.add_argument("--port", type=int, default=4200, help="Prefect server port (4200)")
+    parser.add_argument("--state-dir", type=Path, default=DEFAULT_STATE)
+    parser.add_argument("--timeout", type=float, default=3 * 3600.0, help="seconds to wait")
+    parser.add_argument("--reconcile-interval", type=float, default=180.0)
+    parser.add_argument("--check-duration", type=float, default=1.0)
+    parser.add_argument(
+        "--exit-when-done", action="store_true", help="exit at the end instead of keeping the UI up"
+    )
+    return parser
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.auto_approve:
+        args.exit_when_done = True
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        return run_demo(args)
+    except KeyboardInterrupt:
+        print("\nstopped: everything the demo started is shut down", file=sys.stderr)
+        return 130
+    except PortInUse as exc:
+        print(f"\ndemo: {exc}. Free it or run with --port/ARGS='--port N'.", file=sys.stderr)
+        return 2
+    except (DemoFailed, SandboxError, PrefectStartFailed, PrefectCommandFailed, RunApiError) as exc:
+        print(f"\ndemo failed: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
