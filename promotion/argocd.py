@@ -286,6 +286,11 @@ class RolledBack:
     autosync_reenabled: bool = False
     warnings: tuple[str, ...] = ()
 
+    @property
+    def warning(self) -> str | None:
+        """The warnings as one line, or None."""
+        return "; ".join(self.warnings) or None
+
 
 # ----------------------------------------------------------------------------------------------
 # Client
@@ -425,6 +430,12 @@ class ArgoCDClient:
         data = self._request("GET", "/api/v1/applications", params=params)
         items = data.get("items") if isinstance(data, dict) else None
         return [Application.model_validate(item) for item in items or []]
+
+    def deployed_revision(self, app: str) -> str:
+        """The revision of the latest deployment of ``app`` ("" if it never deployed)."""
+        current = self.get_app(app)
+        history = current.status.history
+        return history[-1].revision if history else ""
 
     # -- operations ---------------------------------------------------------------------------
 

@@ -1,13 +1,15 @@
 """Prefect tasks over the Argo CD client: build the client from plain values, call it, log.
 
-Every task takes the Argo CD URL and token (a ``SecretStr`` or a string) rather than a live
-client, builds a ``promotion.argocd.ArgoCDClient``, makes one call and closes it. Retries live
+Every task takes an ``ArgoTarget`` (plain, serializable values: the Argo CD URL and the token as
+a ``SecretStr`` or the name of a Prefect Secret block) rather than a live client, builds a
+``promotion.argocd.ArgoCDClient``, makes one call and closes it. Retries live
 here and only here, for failures ``promotion.argocd.is_transient`` accepts (5xx, 429, timeouts,
 connection errors, "another operation is already in progress"); Degraded, Failed, timed-out and
 refused deployments fail the task at once. Every task polls or writes, so none is cached.
 
 A rollback is two tasks: ``rollback_target`` resolves "previous" to a history id once, then
-``rollback_app`` rolls back to that id (idempotent, so a retry never rolls back twice).
+``rollback_app`` rolls back to that id (idempotent, so a retry never rolls back twice);
+``rollback`` runs both.
 """
 
 from __future__ import annotations
@@ -17,24 +19,31 @@ from typing import Any, Literal
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 from prefect.logging import get_run_logger
-from pydantic import SecretStr
+from pydantic import BaseModel, ConfigDict, SecretStr
 
 from promotion.argocd import (
     Application,
     ArgoCDClient,
+    ArgoCDError,
     Deployed,
     RevisionHistory,
     RolledBack,
     is_transient,
 )
+from promotion.config import Settings
 from tasks.retry import RETRIES, RETRY_DELAYS, RETRY_JITTER, transient_only
 
+DEFAULT_TOKEN_BLOCK = Settings.SECRET_BLOCKS["argocd_token"]
+
 __all__ = [
+    "ArgoTarget",
     "autosync_reenabled",
     "confirm_deployed",
     "get_app",
+    "get_revision",
     "list_apps",
     "resume_autosync",
+    "rollback",
     "rollback_app",
     "rollback_target",
 ]
@@ -48,54 +57,85 @@ RETRY: dict[str, Any] = {
 }
 
 
-def _client(base_url: str, token: SecretStr | str, timeout: float = 10.0) -> ArgoCDClient:
-    return ArgoCDClient(base_url, token, timeout=timeout)
+class ArgoTarget(BaseModel):
+    """Where Argo CD is and how to authenticate (safe to pass to tasks).
+
+    Give ``token`` (kept as a ``SecretStr``: it prints as ``**********``) or the name of a
+    Prefect Secret block in ``token_block``.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    base_url: str
+    token: SecretStr | None = None
+    token_block: str | None = None
+    timeout: float = 10.0
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ArgoTarget:
+        """Build from the endpoint settings; without a token, name the default Secret block."""
+        return cls(
+            base_url=settings.argocd_url,
+            token=settings.argocd_token,
+            token_block=None if settings.argocd_token is not None else DEFAULT_TOKEN_BLOCK,
+        )
+
+    def resolve_token(self) -> SecretStr:
+        if self.token is not None:
+            return self.token
+        if self.token_block is None:
+            raise ArgoCDError(f"no Argo CD token and no Secret block given for {self.base_url}")
+        from prefect.blocks.system import Secret
+
+        block: Any = Secret.load(self.token_block)
+        return SecretStr(str(block.get()))
+
+    def client(self) -> ArgoCDClient:
+        return ArgoCDClient(self.base_url, self.resolve_token(), timeout=self.timeout)
+
+
+def _client(target: ArgoTarget) -> ArgoCDClient:
+    return target.client()
 
 
 @task(name="argocd-get-app", task_run_name="argocd-get-app-{app}", **RETRY)
 def get_app(
-    base_url: str,
-    token: SecretStr | str,
+    target: ArgoTarget,
     app: str,
     refresh: Literal["normal", "hard"] | None = None,
 ) -> Application:
     """Read an Argo CD Application.
 
     Args:
-        base_url: The Argo CD server URL.
-        token: An Argo CD API token.
+        target: Where Argo CD is and the token.
         app: The Application name.
         refresh: "normal" or "hard" to make Argo CD compare with git before answering.
 
     Returns:
         The Application (sync, health, operation state, history, images).
     """
-    with _client(base_url, token) as client:
+    with _client(target) as client:
         return client.get_app(app, refresh=refresh)
 
 
 @task(name="argocd-list-apps", **RETRY)
-def list_apps(
-    base_url: str, token: SecretStr | str, selector: str | None = None
-) -> list[Application]:
+def list_apps(target: ArgoTarget, selector: str | None = None) -> list[Application]:
     """List Argo CD Applications.
 
     Args:
-        base_url: The Argo CD server URL.
-        token: An Argo CD API token.
+        target: Where Argo CD is and the token.
         selector: A label selector such as ``environment=prod``.
 
     Returns:
         The matching Applications.
     """
-    with _client(base_url, token) as client:
+    with _client(target) as client:
         return client.list_apps(selector=selector)
 
 
 @task(name="confirm-deployed", task_run_name="confirm-deployed-{app}", **RETRY)
 def confirm_deployed(
-    base_url: str,
-    token: SecretStr | str,
+    target: ArgoTarget,
     app: str,
     revision: str,
     timeout: float = 300.0,
@@ -104,8 +144,7 @@ def confirm_deployed(
     """Wait until Argo CD runs ``revision`` of ``app``, synced and Healthy.
 
     Args:
-        base_url: The Argo CD server URL.
-        token: An Argo CD API token.
+        target: Where Argo CD is and the token.
         app: The Application name.
         revision: The commit SHA that must be deployed (the merge commit).
         timeout: Seconds to wait before failing with the last state seen.
@@ -115,7 +154,7 @@ def confirm_deployed(
         What was confirmed: revision, health, history id, seconds taken.
     """
     logger = get_run_logger()
-    with _client(base_url, token) as client:
+    with _client(target) as client:
         deployed = client.confirm_deployed(
             app, revision, timeout=timeout, poll_interval=poll_interval
         )
@@ -131,27 +170,25 @@ def confirm_deployed(
 
 @task(name="argocd-rollback-target", task_run_name="argocd-rollback-target-{app}", **RETRY)
 def rollback_target(
-    base_url: str, token: SecretStr | str, app: str, to: Literal["previous"] | int = "previous"
+    target: ArgoTarget, app: str, to: Literal["previous"] | int = "previous"
 ) -> RevisionHistory:
     """Resolve which history entry a rollback of ``app`` goes to.
 
     Args:
-        base_url: The Argo CD server URL.
-        token: An Argo CD API token.
+        target: Where Argo CD is and the token.
         app: The Application name.
         to: "previous" (the last deployment of another revision) or a history id.
 
     Returns:
         The history entry (id, revision, deployedAt).
     """
-    with _client(base_url, token) as client:
+    with _client(target) as client:
         return client.rollback_target(app, to)
 
 
 @task(name="argocd-rollback", task_run_name="argocd-rollback-{app}-to-{history_id}", **RETRY)
 def rollback_app(
-    base_url: str,
-    token: SecretStr | str,
+    target: ArgoTarget,
     app: str,
     history_id: int,
     timeout: float = 300.0,
@@ -160,8 +197,7 @@ def rollback_app(
     """Roll ``app`` back to a history entry through Argo CD (auto-sync is turned off first).
 
     Args:
-        base_url: The Argo CD server URL.
-        token: An Argo CD API token.
+        target: Where Argo CD is and the token.
         app: The Application name.
         history_id: The history id to roll back to (see ``rollback_target``).
         timeout: Seconds to wait for the old revision to be Healthy.
@@ -171,7 +207,7 @@ def rollback_app(
         The rollback: from and to revisions, history id, seconds, warnings (issue 5351).
     """
     logger = get_run_logger()
-    with _client(base_url, token) as client:
+    with _client(target) as client:
         result = client.rollback(app, history_id, timeout=timeout, poll_interval=poll_interval)
     logger.info(
         "%s rolled back from %s to %s in %.1fs; auto-sync stays off until resumed",
@@ -186,35 +222,78 @@ def rollback_app(
 
 
 @task(name="argocd-resume-autosync", task_run_name="argocd-resume-autosync-{app}", **RETRY)
-def resume_autosync(base_url: str, token: SecretStr | str, app: str) -> bool:
+def resume_autosync(target: ArgoTarget, app: str) -> bool:
     """Turn auto-sync of ``app`` back on (prune and selfHeal kept).
 
     Args:
-        base_url: The Argo CD server URL.
-        token: An Argo CD API token.
+        target: Where Argo CD is and the token.
         app: The Application name.
 
     Returns:
         Whether auto-sync is on afterwards.
     """
-    with _client(base_url, token) as client:
+    with _client(target) as client:
         return client.resume_autosync(app).autosync_enabled
 
 
 @task(name="argocd-autosync-reenabled", task_run_name="argocd-autosync-reenabled-{app}", **RETRY)
-def autosync_reenabled(base_url: str, token: SecretStr | str, app: str) -> bool:
+def autosync_reenabled(target: ArgoTarget, app: str) -> bool:
     """Whether auto-sync came back on by itself after a rollback (Argo CD issue 5351).
 
     Args:
-        base_url: The Argo CD server URL.
-        token: An Argo CD API token.
+        target: Where Argo CD is and the token.
         app: The Application name.
 
     Returns:
         True when the Application is managed from Git and undid the auto-sync switch-off.
     """
-    with _client(base_url, token) as client:
+    with _client(target) as client:
         reenabled = client.autosync_reenabled(app)
     if reenabled:
         get_run_logger().warning("%s: auto-sync came back on by itself (issue 5351)", app)
     return reenabled
+
+
+@task(name="argocd-deployed-revision", task_run_name="argocd-deployed-revision-{app}", **RETRY)
+def get_revision(target: ArgoTarget, app: str) -> str:
+    """The revision ``app`` runs now (its latest deployment).
+
+    Args:
+        target: Where Argo CD is and the token.
+        app: The Application name.
+
+    Returns:
+        The commit SHA of the latest deployment ("" if it never deployed).
+    """
+    with _client(target) as client:
+        return client.deployed_revision(app)
+
+
+def rollback(
+    target: ArgoTarget,
+    app: str,
+    to: Literal["previous"] | int = "previous",
+    *,
+    timeout: float = 300.0,
+    poll_interval: float = 2.0,
+) -> RolledBack:
+    """Roll ``app`` back through Argo CD: resolve the history entry once, then roll back to it.
+
+    Not a task itself: it runs ``rollback_target`` and ``rollback_app`` (call it in a flow), so a
+    retried rollback cannot resolve "previous" a second time and go back to the bad revision.
+
+    Args:
+        target: Where Argo CD is and the token.
+        app: The Application name.
+        to: "previous" or an Argo CD history id.
+        timeout: Seconds to wait for the old revision to be Healthy.
+        poll_interval: Seconds between reads.
+
+    Returns:
+        The rollback (``warning`` is set when auto-sync came back on by itself, issue 5351).
+    """
+    entry = rollback_target(target, app, to)
+    result: RolledBack = rollback_app(
+        target, app, entry.id, timeout=timeout, poll_interval=poll_interval
+    )
+    return result

@@ -1,6 +1,7 @@
 """Prefect tasks over the registry client: is every image of a release in the registry?
 
-The tasks take the registry URL and credentials as plain values, build a
+The tasks take a ``RegistryTarget`` (plain values: the registry URL, the username and the password
+as a ``SecretStr``, or the name of a Prefect Secret block holding it), build a
 ``promotion.registry.RegistryClient``, make one call and close it. Only transient failures
 (5xx, 429, timeouts, connection errors) are retried; a missing image fails at once with every
 missing image listed. Nothing is cached: an image may be pushed a minute later.
@@ -14,12 +15,59 @@ from typing import Any
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 from prefect.logging import get_run_logger
-from pydantic import SecretStr
+from pydantic import BaseModel, ConfigDict, SecretStr
 
+from promotion.config import PromotionConfig, Settings
 from promotion.registry import RegistryClient, is_transient
 from tasks.retry import RETRIES, RETRY_DELAYS, RETRY_JITTER, transient_only
 
-__all__ = ["check_release", "list_tags"]
+__all__ = ["RegistryTarget", "check_release", "list_tags"]
+
+DEFAULT_PASSWORD_BLOCK = Settings.SECRET_BLOCKS["registry_password"]
+
+
+class RegistryTarget(BaseModel):
+    """Where the registry is and how to authenticate (safe to pass to tasks).
+
+    Anonymous when ``username`` is None. The password is a ``SecretStr`` (prints as
+    ``**********``) or is read from the Prefect Secret block ``password_block``.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    base_url: str
+    username: str | None = None
+    password: SecretStr | None = None
+    password_block: str | None = None
+    timeout: float = 10.0
+
+    @classmethod
+    def from_settings(cls, settings: Settings, config: PromotionConfig) -> RegistryTarget:
+        """Build from the settings; the URL defaults to ``https://<registry host of the setup>``."""
+        needs_block = settings.registry_username is not None and settings.registry_password is None
+        return cls(
+            base_url=settings.registry_url or f"https://{config.registry.host}",
+            username=settings.registry_username,
+            password=settings.registry_password,
+            password_block=DEFAULT_PASSWORD_BLOCK if needs_block else None,
+        )
+
+    def resolve_password(self) -> SecretStr | None:
+        if self.password is not None or self.password_block is None:
+            return self.password
+        from prefect.blocks.system import Secret
+
+        block: Any = Secret.load(self.password_block)
+        return SecretStr(str(block.get()))
+
+    def client(self) -> RegistryClient:
+        return RegistryClient(
+            self.base_url,
+            username=self.username,
+            password=self.resolve_password(),
+            timeout=self.timeout,
+        )
+
 
 RETRY: dict[str, Any] = {
     "retries": RETRIES,
@@ -32,47 +80,34 @@ RETRY: dict[str, Any] = {
 
 @task(name="check-release-images", task_run_name="check-release-images-{tag}", **RETRY)
 def check_release(
-    registry_url: str,
-    repositories: Mapping[str, str],
-    tag: str,
-    username: str | None = None,
-    password: SecretStr | str | None = None,
+    target: RegistryTarget, repositories: Mapping[str, str], tag: str
 ) -> dict[str, str]:
     """Check that every image of a release exists in the registry.
 
     Args:
-        registry_url: The registry, for example ``https://registry.digitalocean.com``.
+        target: Where the registry is and the credentials.
         repositories: Service -> repository path inside the registry.
         tag: The release tag.
-        username: Registry username for the token service, if any.
-        password: Registry password or API token, if any.
 
     Returns:
         Service -> manifest digest.
     """
-    with RegistryClient(registry_url, username=username, password=password) as client:
+    with target.client() as client:
         digests = client.check_release(repositories, tag)
-    get_run_logger().info("all %d images of %s are in %s", len(digests), tag, registry_url)
+    get_run_logger().info("all %d images of %s are in %s", len(digests), tag, target.base_url)
     return digests
 
 
 @task(name="list-image-tags", task_run_name="list-image-tags-{repository}", **RETRY)
-def list_tags(
-    registry_url: str,
-    repository: str,
-    username: str | None = None,
-    password: SecretStr | str | None = None,
-) -> list[str]:
+def list_tags(target: RegistryTarget, repository: str) -> list[str]:
     """List the tags of one repository.
 
     Args:
-        registry_url: The registry URL.
+        target: Where the registry is and the credentials.
         repository: The repository path inside the registry.
-        username: Registry username, if any.
-        password: Registry password or API token, if any.
 
     Returns:
         The tags.
     """
-    with RegistryClient(registry_url, username=username, password=password) as client:
+    with target.client() as client:
         return client.list_tags(repository)

@@ -6,11 +6,17 @@ import time
 
 import pytest
 from prefect import flow
+from pydantic import SecretStr
 
 from promotion.argocd import Deployed, DeploymentDegraded, RolledBack
 from tasks import argocd as argocd_tasks
 
 from .conftest import PROD, TOKEN, Argo, Repo
+
+
+def target(argo: Argo) -> argocd_tasks.ArgoTarget:
+    return argocd_tasks.ArgoTarget(base_url=argo.url, token=SecretStr(TOKEN))
+
 
 pytestmark = [pytest.mark.timeout(120), pytest.mark.usefixtures("prefect_harness")]
 
@@ -22,7 +28,7 @@ def test_confirm_survives_server_errors(argo: Argo, repo: Repo) -> None:
     def confirm() -> Deployed:
         argo.emulator.fail_next(2, 503)
         result: Deployed = argocd_tasks.confirm_deployed(
-            argo.url, TOKEN, PROD, sha, timeout=20, poll_interval=0.05
+            target(argo), PROD, sha, timeout=20, poll_interval=0.05
         )
         return result
 
@@ -37,7 +43,7 @@ def test_degraded_is_not_retried(argo: Argo, repo: Repo) -> None:
 
     @flow
     def confirm() -> None:
-        argocd_tasks.confirm_deployed(argo.url, TOKEN, PROD, sha, timeout=20, poll_interval=0.05)
+        argocd_tasks.confirm_deployed(target(argo), PROD, sha, timeout=20, poll_interval=0.05)
 
     started = time.monotonic()
     with pytest.raises(DeploymentDegraded):
@@ -52,19 +58,19 @@ def test_rollback_in_two_tasks_and_resume(argo: Argo, repo: Repo) -> None:
 
     @flow
     def roll() -> tuple[RolledBack, bool, bool]:
-        argocd_tasks.confirm_deployed(argo.url, TOKEN, PROD, sha, timeout=20, poll_interval=0.05)
-        target = argocd_tasks.rollback_target(argo.url, TOKEN, PROD)
+        argocd_tasks.confirm_deployed(target(argo), PROD, sha, timeout=20, poll_interval=0.05)
+        before = argocd_tasks.get_revision(target(argo), PROD)
+        assert before == sha
         argo.emulator.fail_next(1, 502)
-        rolled: RolledBack = argocd_tasks.rollback_app(
-            argo.url, TOKEN, PROD, target.id, timeout=20, poll_interval=0.05
-        )
-        reenabled: bool = argocd_tasks.autosync_reenabled(argo.url, TOKEN, PROD)
-        resumed: bool = argocd_tasks.resume_autosync(argo.url, TOKEN, PROD)
+        rolled = argocd_tasks.rollback(target(argo), PROD, timeout=20, poll_interval=0.05)
+        assert rolled.warning is None
+        reenabled: bool = argocd_tasks.autosync_reenabled(target(argo), PROD)
+        resumed: bool = argocd_tasks.resume_autosync(target(argo), PROD)
         return rolled, reenabled, resumed
 
     rolled, reenabled, resumed = roll()
     assert rolled.to_revision == repo.seed_sha
     assert not reenabled
     assert resumed
-    apps = argocd_tasks.list_apps.fn(argo.url, TOKEN, "environment=prod")
+    apps = argocd_tasks.list_apps.fn(target(argo), "environment=prod")
     assert [a.name for a in apps] == [PROD]
