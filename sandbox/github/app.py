@@ -289,6 +289,8 @@ def _admin(emu: GitHubEmulator, method: str, action: str, data: dict[str, Any]) 
             branch=data.get("branch"),
             required_checks=data.get("required_checks"),
             required_approving_reviews=data.get("required_approving_reviews"),
+            strict=data.get("strict"),
+            dismiss_stale_reviews=data.get("dismiss_stale_reviews"),
         )
         return JSONResponse(emu.protection_json(data.get("branch") or emu.base_branch))
     if action == "checks/wait" and method == "POST":

@@ -316,6 +316,7 @@ class GitHubEmulator:
         required_checks: Iterable[str] | None = None,
         required_approving_reviews: int | None = None,
         strict: bool | None = None,
+        dismiss_stale_reviews: bool | None = None,
     ) -> None:
         """Change branch protection of ``branch`` (default: the base branch).
 
@@ -330,6 +331,8 @@ class GitHubEmulator:
                 prot.required_reviews = required_approving_reviews or None
             if strict is not None:
                 prot.strict = strict
+            if dismiss_stale_reviews is not None:
+                prot.dismiss_stale_reviews = dismiss_stale_reviews
 
     def check_runs(self, sha: str | None = None) -> list[dict[str, Any]]:
         with self._lock:
@@ -957,8 +960,9 @@ class GitHubEmulator:
                 if review.state in {"APPROVED", "CHANGES_REQUESTED", "DISMISSED"}:
                     latest[review.user] = review.state
             approvals = sum(1 for s in latest.values() if s == "APPROVED")
-            if "CHANGES_REQUESTED" in latest.values():
-                reasons.append("Changes must be made through a pull request.")
+            requesting = sorted(u for u, s in latest.items() if s == "CHANGES_REQUESTED")
+            if requesting:
+                reasons.append(f"Changes were requested by {', '.join(requesting)}.")
             elif approvals < prot.required_reviews:
                 count = prot.required_reviews
                 reasons.append(
@@ -985,6 +989,10 @@ class GitHubEmulator:
                 if current is not None and current != pr.head_sha:
                     pr.head_sha = current
                     pr.updated_at = now()
+                    if self._protection.get(pr.base_ref, Protection()).dismiss_stale_reviews:
+                        for review in self._reviews:
+                            if review.number == pr.number and review.state == "APPROVED":
+                                review.state = "DISMISSED"
                     self.repo.update_ref(f"refs/pull/{pr.number}/head", current)
                     self._start_check(pr)
 

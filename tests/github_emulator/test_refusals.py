@@ -7,7 +7,7 @@ import pytest
 from github import BadCredentialsException, Github, GithubException
 
 from sandbox.github import GitHubEmulator
-from tests.github_emulator.conftest import DEV_TOKEN, REPO, Sandbox, start
+from tests.github_emulator.conftest import DEV_TOKEN, PM_TOKEN, REPO, Sandbox, start
 from tests.github_emulator.helpers import IMAGE, OVERLAY, open_change_pr, wait_check
 
 BROKEN = f"""apiVersion: kustomize.config.k8s.io/v1beta1
@@ -186,3 +186,34 @@ def test_unbound_emulator_says_so(bare_repo: tuple[object, str]) -> None:
     with pytest.raises(RuntimeError, match="bind"):
         _ = emu.api_url
     assert "kind: Kustomization" in emu.read_file("main", OVERLAY)
+
+
+def test_strict_protection_blocks_a_behind_branch(sandbox: Sandbox, gh: Github) -> None:
+    sandbox.emu.set_protection(strict=True)
+    repo = gh.get_repo(REPO)
+    first = open_change_pr(repo, "first", content="first\n", path="FIRST.md")
+    second = open_change_pr(repo, "second", content="second\n", path="SECOND.md")
+    sandbox.emu.wait_for_checks()
+    first.merge()
+    pull = repo.get_pull(second.number)
+    assert pull.mergeable is True
+    assert pull.mergeable_state == "behind"
+    with pytest.raises(GithubException) as refused:
+        second.merge()
+    assert refused.value.status == 405
+    assert refused.value.data["message"] == "Head branch is out of date."
+
+
+def test_stale_approvals_dismissed_when_protection_says_so(sandbox: Sandbox, gh: Github) -> None:
+    sandbox.emu.set_protection(required_approving_reviews=1, dismiss_stale_reviews=True)
+    repo = gh.get_repo(REPO)
+    pr = open_change_pr(repo, "promote/prod/v1.0.1")
+    sandbox.client(PM_TOKEN).get_repo(REPO).get_pull(pr.number).create_review(event="APPROVE")
+    sandbox.emu.wait_for_checks()
+    assert repo.get_pull(pr.number).mergeable_state == "clean"
+    parent = repo.get_git_commit(pr.head.sha)
+    moved = repo.create_git_commit("More", parent.tree, [parent])
+    repo.get_git_ref("heads/promote/prod/v1.0.1").edit(moved.sha)
+    assert [r.state for r in pr.get_reviews()] == ["DISMISSED"]
+    sandbox.emu.wait_for_checks()
+    assert repo.get_pull(pr.number).mergeable_state == "blocked"
