@@ -25,6 +25,7 @@ from typing import IO, Any
 
 import httpx
 
+from deployments.runs import request_with_retry
 from sandbox.http import PortInUse, free_port
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -303,7 +304,7 @@ def ensure_work_pool(
     if concurrency_limit is not None:
         body["concurrency_limit"] = concurrency_limit
     with httpx.Client(timeout=15.0) as http:
-        response = http.post(f"{url}/work_pools/", json=body)
+        response = request_with_retry(http, "POST", f"{url}/work_pools/", json=body)
         if response.status_code == 409:
             return
         if response.status_code >= 400:
@@ -322,12 +323,18 @@ def ensure_concurrency_limit(
     """
     url = _default_api_url(api_url)
     with httpx.Client(timeout=15.0) as http:
-        response = http.post(
-            f"{url}/v2/concurrency_limits/", json={"name": name, "limit": limit, "active": True}
+        response = request_with_retry(
+            http,
+            "POST",
+            f"{url}/v2/concurrency_limits/",
+            json={"name": name, "limit": limit, "active": True},
         )
         if response.status_code == 409:
-            response = http.patch(
-                f"{url}/v2/concurrency_limits/{name}", json={"limit": limit, "active": True}
+            response = request_with_retry(
+                http,
+                "PATCH",
+                f"{url}/v2/concurrency_limits/{name}",
+                json={"limit": limit, "active": True},
             )
         if response.status_code >= 400:
             raise PrefectCommandFailed(

@@ -10,6 +10,7 @@ the HTTP status, and ``read_artifact`` fetches a run's summary.
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -28,6 +29,7 @@ __all__ = [
     "list_runs",
     "read_artifact",
     "read_run",
+    "request_with_retry",
     "resume_run",
     "start_run",
     "wait_for_run",
@@ -92,6 +94,27 @@ def _client(api_url: str, timeout: float = 15.0) -> httpx.Client:
     return httpx.Client(base_url=api_url.rstrip("/") + "/", timeout=timeout)
 
 
+_TRANSIENT = frozenset({502, 503, 504})
+
+
+def request_with_retry(http: httpx.Client, method: str, url: str, **kwargs: Any) -> httpx.Response:
+    """One API call, retried on 502/503/504 and connection errors (a busy SQLite server
+    answers 503 now and then); callers make non-idempotent calls safe with idempotency keys."""
+    delay = 0.5
+    for attempt in range(6):
+        try:
+            response = http.request(method, url, **kwargs)
+        except httpx.TransportError:
+            if attempt == 5:
+                raise
+        else:
+            if response.status_code not in _TRANSIENT or attempt == 5:
+                return response
+        time.sleep(delay)
+        delay = min(delay * 2, 5.0)
+    raise AssertionError("unreachable")
+
+
 def _check(response: httpx.Response, what: str) -> Any:
     if response.status_code >= 400:
         raise RunApiError(f"{what}: HTTP {response.status_code} {response.text[:300]}")
@@ -102,12 +125,14 @@ def find_deployment(api_url: str, name: str) -> dict[str, Any]:
     """The deployment ``flow-name/deployment-name`` (or just ``deployment-name``)."""
     with _client(api_url) as http:
         if "/" in name:
-            response = http.get(f"deployments/name/{name}")
+            response = request_with_retry(http, "GET", f"deployments/name/{name}")
             if response.status_code == 404:
                 raise RunApiError(f"no deployment {name!r}: deploy first (prefect.yaml)")
             return dict(_check(response, f"read deployment {name}"))
         found = _check(
-            http.post("deployments/filter", json={"deployments": {"name": {"any_": [name]}}}),
+            request_with_retry(
+                http, "POST", "deployments/filter", json={"deployments": {"name": {"any_": [name]}}}
+            ),
             f"find deployment {name}",
         )
     if not found:
@@ -120,9 +145,11 @@ def start_run(api_url: str, deployment: str, parameters: Mapping[str, Any]) -> R
     dep = find_deployment(api_url, deployment)
     with _client(api_url) as http:
         data = _check(
-            http.post(
+            request_with_retry(
+                http,
+                "POST",
                 f"deployments/{dep['id']}/create_flow_run",
-                json={"parameters": dict(parameters)},
+                json={"parameters": dict(parameters), "idempotency_key": str(uuid.uuid4())},
             ),
             f"start a run of {deployment}",
         )
@@ -131,7 +158,9 @@ def start_run(api_url: str, deployment: str, parameters: Mapping[str, Any]) -> R
 
 def read_run(api_url: str, run_id: str) -> RunView:
     with _client(api_url) as http:
-        return RunView.from_api(_check(http.get(f"flow_runs/{run_id}"), f"read run {run_id}"))
+        return RunView.from_api(
+            _check(request_with_retry(http, "GET", f"flow_runs/{run_id}"), f"read run {run_id}")
+        )
 
 
 def list_runs(
@@ -148,7 +177,9 @@ def list_runs(
         dep = find_deployment(api_url, deployment)
         body["deployments"] = {"id": {"any_": [dep["id"]]}}
     with _client(api_url) as http:
-        data = _check(http.post("flow_runs/filter", json=body), "list flow runs")
+        data = _check(
+            request_with_retry(http, "POST", "flow_runs/filter", json=body), "list flow runs"
+        )
     return [RunView.from_api(item) for item in data]
 
 
@@ -184,7 +215,9 @@ def resume_run(api_url: str, run_id: str, run_input: Mapping[str, Any]) -> Resum
     The verdict is in the body: an invalid input is answered 200 with ``REJECT``.
     """
     with _client(api_url) as http:
-        response = http.post(f"flow_runs/{run_id}/resume", json={"run_input": dict(run_input)})
+        response = request_with_retry(
+            http, "POST", f"flow_runs/{run_id}/resume", json={"run_input": dict(run_input)}
+        )
     if response.status_code >= 400:
         raise RunApiError(f"resume {run_id}: HTTP {response.status_code} {response.text[:300]}")
     body = response.json() or {}
@@ -201,7 +234,9 @@ def keyset_description(api_url: str, run: RunView) -> str:
     if not run.keyset or "description" not in run.keyset:
         return ""
     with _client(api_url) as http:
-        response = http.get(f"flow_runs/{run.id}/input/{run.keyset['description']}")
+        response = request_with_retry(
+            http, "GET", f"flow_runs/{run.id}/input/{run.keyset['description']}"
+        )
     if response.status_code != 200:
         return ""
     try:
@@ -219,7 +254,9 @@ def read_artifact(api_url: str, run_id: str, key: str) -> str | None:
         "limit": 1,
     }
     with _client(api_url) as http:
-        found = _check(http.post("artifacts/filter", json=body), f"read artifact {key}")
+        found = _check(
+            request_with_retry(http, "POST", "artifacts/filter", json=body), f"read artifact {key}"
+        )
     if not found:
         return None
     data = found[0].get("data")
