@@ -15,13 +15,15 @@ import copy
 import fnmatch
 import io
 import itertools
+import shutil
 import subprocess
 import tarfile
 import tempfile
 import threading
 import time
 import uuid
-from collections import Counter
+import weakref
+from collections import Counter, OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -32,6 +34,7 @@ from ruamel.yaml import YAML
 
 from promotion.kustomize import KustomizeRenderFailed, render
 
+KEPT_TREES = 16  # extracted commits kept for rendering
 WORKLOAD_KINDS = {"Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job", "Pod"}
 
 
@@ -163,6 +166,10 @@ class ArgoCDState:
         self._bad_patterns: tuple[str, ...] = tuple(bad_image_patterns)
         self._lock = threading.RLock()
         self._render_cache: dict[tuple[str, str], _Rendered] = {}
+        self._extract_lock = threading.Lock()
+        self._extracted: OrderedDict[str, Path] = OrderedDict()
+        self._extract_root = tempfile.mkdtemp(prefix="argocd-trees-")
+        weakref.finalize(self, shutil.rmtree, self._extract_root, True)
         self._resource_version = itertools.count(1000)
         self.counters: Counter[str] = Counter()
         self._apps: dict[str, _App] = {}
@@ -272,26 +279,40 @@ class ArgoCDState:
                 ) from exc
             return out.decode().strip()
 
+    def _extract(self, sha: str) -> Path:
+        """The files of commit ``sha``, extracted once (``git archive``) and kept for a while."""
+        with self._extract_lock:
+            tree = self._extracted.get(sha)
+            if tree is not None:
+                self._extracted.move_to_end(sha)
+                return tree
+            archive = self._git("archive", "--format=tar", sha)
+            tree = Path(self._extract_root, sha)
+            with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+                tar.extractall(tree, filter="data")
+            self._extracted[sha] = tree
+            while len(self._extracted) > KEPT_TREES:
+                _, old = self._extracted.popitem(last=False)
+                shutil.rmtree(old, ignore_errors=True)
+            return tree
+
     def _render(self, sha: str, path: str, *, fresh: bool = False) -> _Rendered:
         key = (sha, path)
         with self._lock:
             cached = self._render_cache.get(key)
         if cached is not None and not fresh:
             return cached
-        archive = self._git("archive", "--format=tar", sha)
-        with tempfile.TemporaryDirectory(prefix="argocd-render-") as tmp:
-            with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
-                tar.extractall(tmp, filter="data")
-            target = Path(tmp, path)
-            try:
-                if not target.is_dir():
-                    raise KustomizeRenderFailed(f"{path}: app path does not exist")
-                manifests = render(target)
-            except KustomizeRenderFailed as exc:
-                message = str(exc).replace(tmp + "/", "").replace(tmp, ".")
-                rendered = _Rendered(sha, None, message)
-            else:
-                rendered = _Rendered(sha, manifests, None, images_of(manifests))
+        tree = self._extract(sha)
+        target = tree / path
+        try:
+            if not target.resolve().is_relative_to(tree.resolve()) or not target.is_dir():
+                raise KustomizeRenderFailed(f"{path}: app path does not exist")
+            manifests = render(target)
+        except KustomizeRenderFailed as exc:
+            message = str(exc).replace(f"{tree}/", "").replace(str(tree), ".")
+            rendered = _Rendered(sha, None, message)
+        else:
+            rendered = _Rendered(sha, manifests, None, images_of(manifests))
         self.counters["renders"] += 1
         with self._lock:
             self._render_cache[key] = rendered
