@@ -1,0 +1,93 @@
+"""promote-release end to end in the sandbox, approvals resumed through the UI's REST call."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import httpx
+
+from deployments.local import LocalPrefect
+from deployments.runs import read_artifact, resume_run
+from flows.promote import promote_release
+from pipeline.conftest import BackgroundRun
+from promotion.argocd import ArgoCDClient
+from promotion.kustomize import read_image_tags
+from sandbox.launcher import Sandbox
+
+PROD = "kustomize/prod/kustomization.yaml"
+STAGING = "kustomize/staging/kustomization.yaml"
+INITIATOR = "rel-eng-dave"
+
+
+def tags(box: Sandbox, path: str) -> set[str]:
+    return set(read_image_tags(box.github.read_file(box.config.github.base_branch, path)).values())
+
+
+def approve(
+    api: str, run: BackgroundRun, gate: str, approver: str, approved: bool = True, comment: str = ""
+) -> None:
+    run.wait_paused(f"{gate}-approval")
+    result = resume_run(
+        api, run.run_id, {"approved": approved, "approver": approver, "comment": comment}
+    )
+    assert result.status == "ACCEPT", result
+
+
+def pulls(box: Sandbox, state: str = "all") -> list[dict[str, object]]:
+    response = httpx.get(
+        f"{box.info.github_url}/repos/{box.info.repo}/pulls",
+        params={"state": state, "per_page": 100},
+        headers={"Authorization": f"token {box.info.github_token}"},
+    )
+    response.raise_for_status()
+    return list(response.json())
+
+
+def test_release_reaches_prod_after_qa_and_pm(
+    sandbox: Sandbox, prefect_server: LocalPrefect, run_in_background: Callable[..., BackgroundRun]
+) -> None:
+    api = prefect_server.api_url
+    run = run_in_background(promote_release, version="v1.0.1", initiator=INITIATOR)
+
+    qa = run.wait_paused("qa-approval")
+    assert qa.paused, qa
+    assert tags(sandbox, STAGING) == {"v1.0.1"}, "staging is merged before QA is asked"
+    assert tags(sandbox, PROD) == {"v1.0.0"}, "prod is untouched before QA"
+    approve(api, run, "qa", "qa-alice", comment="smoke tests green")
+
+    run.wait_paused("pm-approval")
+    assert tags(sandbox, PROD) == {"v1.0.0"}, "prod is not merged before the PM approves"
+    open_prod = [
+        p for p in pulls(sandbox, "open") if str(p["head"]["ref"]).startswith("promote/prod/")
+    ]  # type: ignore[index]
+    assert len(open_prod) == 1
+    diff = read_artifact(api, run.run_id, "prod-overlay-diff")
+    assert diff is not None
+    assert (
+        sum(
+            1
+            for line in diff.splitlines()
+            if line.startswith("+ ")
+            or line.startswith("+\t")
+            or (line.startswith("+") and "newTag: v1.0.1" in line)
+        )
+        == 9
+    )
+    approve(api, run, "pm", "pm-carol", comment="ship it")
+
+    final = run.join()
+    assert final.state_type == "COMPLETED", final.message
+    head = sandbox.github.head("main")
+    assert tags(sandbox, PROD) == {"v1.0.1"}
+    with ArgoCDClient(sandbox.info.argocd_url, sandbox.info.argocd_token) as argo:
+        app = argo.get_app("prod-microservices-demo")
+    assert app.status.sync.revision == head
+    assert app.status.health.status == "Healthy"
+    assert {image.rsplit(":", 1)[1] for image in app.status.summary.images} == {"v1.0.1"}
+    summary = read_artifact(api, run.run_id, "promotion-summary")
+    assert summary is not None
+    assert "succeeded" in summary
+    assert "qa-alice" in summary and "smoke tests green" in summary
+    assert "pm-carol" in summary and "ship it" in summary
+    assert head[:12] in summary
+    assert len([p for p in pulls(sandbox) if p["merged_at"]]) == 2
