@@ -51,7 +51,9 @@ def _all_pulls(github: Sandbox) -> list[int]:
 def test_one_environment_promotion_and_its_rest_call_count(github: Sandbox) -> None:
     github.reset_stats()
     pr = _open(github)
-    summary = github.client.wait_for_checks(pr.number, [CHECK], head_sha=pr.head_sha)
+    summary = github.client.wait_for_checks(
+        pr.number, [CHECK], head_sha=pr.head_sha, poll_interval=0.5
+    )
     merged = github.client.merge(pr.number, "squash", expected_head_sha=pr.head_sha)
     stats = github.stats()
 
@@ -172,7 +174,9 @@ def test_commit_statuses_count_as_checks(github: Sandbox) -> None:
         "/_sandbox/statuses",
         json={"sha": pr.head_sha, "context": "ci/extra", "state": "success"},
     ).raise_for_status()
-    summary = github.client.wait_for_checks(pr.number, [CHECK, "ci/extra"], timeout=30)
+    summary = github.client.wait_for_checks(
+        pr.number, [CHECK, "ci/extra"], timeout=30, poll_interval=0.2
+    )
     assert {c.name: c.kind for c in summary.checks} == {CHECK: "check_run", "ci/extra": "status"}
     github.admin.post(
         "/_sandbox/statuses",
@@ -184,7 +188,7 @@ def test_commit_statuses_count_as_checks(github: Sandbox) -> None:
         },
     ).raise_for_status()
     with pytest.raises(ChecksFailed, match="smoke test failed"):
-        github.client.wait_for_checks(pr.number, [CHECK, "ci/extra"], timeout=30)
+        github.client.wait_for_checks(pr.number, [CHECK, "ci/extra"], timeout=30, poll_interval=0.2)
 
 
 def test_merge_is_idempotent(github: Sandbox) -> None:
