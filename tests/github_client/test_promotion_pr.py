@@ -197,6 +197,13 @@ def test_merge_is_idempotent(github: Sandbox) -> None:
     first = github.client.merge(pr.number)
     again = github.client.merge(pr.number, expected_head_sha=pr.head_sha)
     assert again.already_merged and again.sha == first.sha
+    latest = github.client.latest_merged_pr("promote/staging/")
+    assert latest is not None and latest.number == pr.number
+    assert latest.merge_commit_sha == first.sha
+    assert github.client.latest_merged_pr("promote/prod/") is None
+    found = github.client.find_pr(pr.head_branch, state="all")
+    assert found is not None and found.merged
+    assert github.client.find_pr(pr.head_branch) is None  # no open one any more
 
 
 def test_merge_refused_405_carries_github_reason(github: Sandbox) -> None:
