@@ -202,7 +202,9 @@ def is_transient(exc: BaseException) -> bool:
         return exc.transient
     if isinstance(exc, GithubException):
         return exc.status >= 500 or exc.status == 429 or _is_secondary_rate_limit(exc)
-    return isinstance(exc, requests.ConnectionError | requests.Timeout)
+    return isinstance(
+        exc, requests.ConnectionError | requests.Timeout | requests.exceptions.ChunkedEncodingError
+    )
 
 
 # --------------------------------------------------------------------------- results
