@@ -1088,6 +1088,8 @@ class GitHubEmulator:
         r("GET", p + "/pulls/{pull_number}/commits", self.pull_commits)
         r("GET", p + "/pulls/{pull_number}/reviews", self.list_reviews)
         r("POST", p + "/pulls/{pull_number}/reviews", self.create_review)
+        r("GET", p + "/issues/{issue_number}", self.get_issue)
+        r("PATCH", p + "/issues/{issue_number}", self.update_issue)
         r("GET", p + "/issues/{issue_number}/comments", self.list_comments)
         r("POST", p + "/issues/{issue_number}/comments", self.create_comment)
 
@@ -2078,7 +2080,63 @@ class GitHubEmulator:
             self._reviews.append(review)
         return Reply(200, self._review_json(review))
 
-    # issue comments (pull requests are issues)
+    # pull requests are issues: the issue view and its comments
+
+    def _issue_json(self, pr: PullRequest) -> dict[str, Any]:
+        u = self.repo_url
+        n = pr.number
+        with self._lock:
+            comments = sum(1 for c in self._comments if c.number == n)
+        return {
+            "id": pr.id + 500_000_000,
+            "node_id": node_id("I", pr.id),
+            "url": f"{u}/issues/{n}",
+            "repository_url": u,
+            "labels_url": f"{u}/issues/{n}/labels{{/name}}",
+            "comments_url": f"{u}/issues/{n}/comments",
+            "events_url": f"{u}/issues/{n}/events",
+            "html_url": f"{self.html_url}/pull/{n}",
+            "number": n,
+            "state": pr.state,
+            "state_reason": None,
+            "title": pr.title,
+            "body": pr.body,
+            "user": self.user_json(pr.user),
+            "labels": [],
+            "assignee": None,
+            "assignees": [],
+            "milestone": None,
+            "locked": False,
+            "active_lock_reason": None,
+            "comments": comments,
+            "pull_request": {
+                "url": f"{u}/pulls/{n}",
+                "html_url": f"{self.html_url}/pull/{n}",
+                "diff_url": f"{self.html_url}/pull/{n}.diff",
+                "patch_url": f"{self.html_url}/pull/{n}.patch",
+                "merged_at": iso(pr.merged_at),
+            },
+            "closed_at": iso(pr.closed_at),
+            "created_at": iso(pr.created_at),
+            "updated_at": iso(pr.updated_at),
+            "closed_by": None,
+            "author_association": self._association(pr.user),
+        }
+
+    def get_issue(self, req: Request) -> Reply:
+        self._check_repo(req)
+        return Reply(200, self._issue_json(self._pr(req.params["issue_number"])))
+
+    def update_issue(self, req: Request) -> Reply:
+        """Title, body and state of the pull request, through its issue (as PyGithub's
+        ``Issue.edit`` does)."""
+        self._check_repo(req)
+        number = req.params["issue_number"]
+        body = {k: v for k, v in self._body(req).items() if k in {"title", "body", "state"}}
+        self.update_pull(
+            Request(req.method, req.path, {"pull_number": number}, req.query, body, req.login)
+        )
+        return Reply(200, self._issue_json(self._pr(number)))
 
     def list_comments(self, req: Request) -> Reply:
         self._check_repo(req)

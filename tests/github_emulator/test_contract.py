@@ -69,6 +69,9 @@ def drive_every_route(sandbox: Sandbox, gh: Github) -> None:
     list(pr.get_commits())
     pr.create_issue_comment("Checks are running")
     list(pr.get_issue_comments())
+    issue = repo.get_issue(pr.number)
+    assert issue.pull_request is not None
+    issue.edit(title=pr.title)
     pm = sandbox.client(PM_TOKEN).get_repo(REPO).get_pull(pr.number)
     pm.create_review(body="Looks right", event="COMMENT")
     pm.create_review(event="APPROVE")

@@ -51,6 +51,8 @@ OPERATIONS: list[tuple[str, str]] = [
     ("GET", PREFIX + "/pulls/{pull_number}/commits"),
     ("GET", PREFIX + "/pulls/{pull_number}/reviews"),
     ("POST", PREFIX + "/pulls/{pull_number}/reviews"),
+    ("GET", PREFIX + "/issues/{issue_number}"),
+    ("PATCH", PREFIX + "/issues/{issue_number}"),
     ("GET", PREFIX + "/issues/{issue_number}/comments"),
     ("POST", PREFIX + "/issues/{issue_number}/comments"),
     ("POST", PREFIX + "/statuses/{sha}"),
