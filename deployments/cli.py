@@ -1,0 +1,324 @@
+"""``release-promotion``: the command line of the project (Typer).
+
+``sandbox up|down|status`` runs the local stand-ins, ``demo`` the one-command demo, ``deploy``
+creates the work pool and the prod concurrency limit and deploys ``prefect.yaml``; ``promote``,
+``approve``, ``rollback`` and ``status`` work against any Prefect server (``PREFECT_API_URL`` or
+``--api-url``; default: the demo's ``http://127.0.0.1:4200/api``). ``approve`` posts the same
+``run_input`` as the UI's Resume form and prints the server's verdict.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from deployments import runs
+from deployments.local import PROJECT_ROOT
+
+DEFAULT_API = "http://127.0.0.1:4200/api"
+PROMOTE = "promote-release/promote-release"
+ROLLBACK = "rollback-release/rollback-release"
+
+app = typer.Typer(
+    name="release-promotion",
+    help="Promote releases through GitOps environments with Prefect.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+sandbox_app = typer.Typer(
+    help="The local stand-ins: GitHub, Argo CD, registry.", no_args_is_help=True
+)
+app.add_typer(sandbox_app, name="sandbox")
+
+ApiUrl = Annotated[
+    str,
+    typer.Option("--api-url", envvar="PREFECT_API_URL", help="The Prefect API.", show_default=True),
+]
+StateDir = Annotated[Path | None, typer.Option("--state-dir", help="The sandbox state directory.")]
+
+
+def _ui(api_url: str) -> str:
+    url = api_url.rstrip("/")
+    return url[: -len("/api")] if url.endswith("/api") else url
+
+
+def _run_url(api_url: str, run_id: str) -> str:
+    return f"{_ui(api_url)}/runs/flow-run/{run_id}"
+
+
+def _fail(message: str, code: int = 1) -> typer.Exit:
+    typer.echo(message, err=True)
+    return typer.Exit(code)
+
+
+# -- sandbox -----------------------------------------------------------------------------------
+
+
+def _sandbox_args(command: str, state_dir: Path | None, extra: list[str] | None = None) -> int:
+    from sandbox.__main__ import main
+
+    argv = [command]
+    if state_dir is not None:
+        argv += ["--state-dir", str(state_dir)]
+    return main([*argv, *(extra or [])])
+
+
+@sandbox_app.command("up")
+def sandbox_up(
+    state_dir: StateDir = None,
+    reconcile_interval: Annotated[float, typer.Option(help="Argo CD poll interval (s).")] = 180.0,
+    check_duration: Annotated[float, typer.Option(help="Validation check duration (s).")] = 0.0,
+    health_delay: Annotated[float, typer.Option(help="Progressing before Healthy (s).")] = 0.2,
+) -> None:
+    """Start the sandbox; print one JSON line with URLs and tokens; run until Ctrl-C."""
+    extra = [
+        "--reconcile-interval",
+        str(reconcile_interval),
+        "--check-duration",
+        str(check_duration),
+        "--health-delay",
+        str(health_delay),
+    ]
+    raise typer.Exit(_sandbox_args("up", state_dir, extra))
+
+
+@sandbox_app.command("down")
+def sandbox_down(state_dir: StateDir = None) -> None:
+    """Stop the sandbox recorded in the state directory."""
+    raise typer.Exit(_sandbox_args("down", state_dir))
+
+
+@sandbox_app.command("status")
+def sandbox_status(state_dir: StateDir = None) -> None:
+    """Whether the recorded sandbox runs and its endpoints answer."""
+    raise typer.Exit(_sandbox_args("status", state_dir))
+
+
+# -- demo and deploy ---------------------------------------------------------------------------
+
+
+@app.command()
+def demo(
+    auto_approve: Annotated[bool, typer.Option(help="Give both approvals automatically.")] = False,
+    version: Annotated[str, typer.Option(help="The release to promote.")] = "v1.0.1",
+    port: Annotated[int, typer.Option(help="Prefect server port.")] = 4200,
+) -> None:
+    """Run the whole pipeline locally (same as `make demo`)."""
+    from deployments.demo import main
+
+    argv = ["--version", version, "--port", str(port)]
+    if auto_approve:
+        argv.append("--auto-approve")
+    raise typer.Exit(main(argv))
+
+
+@app.command()
+def deploy(api_url: ApiUrl = DEFAULT_API) -> None:
+    """Create the work pool and the prod concurrency limit, then deploy prefect.yaml."""
+    from deployments.local import (
+        PrefectCommandFailed,
+        ensure_concurrency_limit,
+        ensure_work_pool,
+        prefect_env,
+    )
+    from deployments.local import (
+        deploy as run_deploy,
+    )
+
+    try:
+        ensure_work_pool(api_url)
+        ensure_concurrency_limit(api_url)
+        output = run_deploy(prefect_env(api_url), project_root=PROJECT_ROOT)
+    except PrefectCommandFailed as exc:
+        raise _fail(str(exc)) from None
+    typer.echo(output.strip().splitlines()[-1] if output.strip() else "deployed")
+    typer.echo("Deployed promote-release, rollback-release, audit-staging-drift.")
+    typer.echo("Start a worker: prefect worker start --pool release-promotion")
+
+
+# -- runs --------------------------------------------------------------------------------------
+
+
+@app.command()
+def promote(
+    version: Annotated[str, typer.Argument(help="The release tag, for example v1.0.1.")],
+    initiator: Annotated[
+        str, typer.Option(help="Your login (you may not approve your own release).")
+    ] = "release-manager",
+    api_url: ApiUrl = DEFAULT_API,
+) -> None:
+    """Start promote-release for VERSION; print the run's link."""
+    from promotion.models import validate_version
+
+    try:
+        validate_version(version)
+    except ValueError as exc:
+        raise _fail(f"invalid version {version!r}: {exc}", 2) from None
+    try:
+        run = runs.start_run(api_url, PROMOTE, {"version": version, "initiator": initiator})
+    except runs.RunApiError as exc:
+        raise _fail(str(exc)) from None
+    typer.echo(f"Started {run.name} ({run.id}) promoting {version}")
+    typer.echo(_run_url(api_url, run.id))
+
+
+@app.command()
+def approve(
+    run_id: Annotated[str, typer.Argument(help="The paused flow run id.")],
+    approver: Annotated[str, typer.Option(help="Your login (a listed approver).")],
+    reject: Annotated[bool, typer.Option("--reject", help="Reject instead of approve.")] = False,
+    comment: Annotated[str, typer.Option(help="Why; shown in the summary and on the PR.")] = "",
+    api_url: ApiUrl = DEFAULT_API,
+) -> None:
+    """Resume a waiting approval exactly as the UI's Resume form does."""
+    try:
+        run = runs.read_run(api_url, run_id)
+        result = runs.resume_run(
+            api_url, run_id, {"approved": not reject, "approver": approver, "comment": comment}
+        )
+    except runs.RunApiError as exc:
+        raise _fail(str(exc)) from None
+    gate = (run.pause_key or "").split("-approval", 1)[0] or "the"
+    verb = "rejected" if reject else "approved"
+    if result.accepted:
+        typer.echo(f"ACCEPT: {gate} gate {verb} by {approver}; the run goes on.")
+        typer.echo(_run_url(api_url, run_id))
+        return
+    if result.status == "REJECT":
+        raise _fail(f"REJECT: the input was refused: {result.reason}. The run keeps waiting.")
+    raise _fail(f"{result.status}: {result.reason or 'the run is not waiting for an approval'}")
+
+
+@app.command()
+def rollback(
+    env: Annotated[str, typer.Argument(help="The environment, for example prod.")],
+    method: Annotated[
+        str, typer.Option(help="argocd (Argo CD rollback) or revert (revert PR).")
+    ] = "revert",
+    to: Annotated[str, typer.Option(help="previous, an Argo CD history id or a PR number.")] = (
+        "previous"
+    ),
+    api_url: ApiUrl = DEFAULT_API,
+) -> None:
+    """Start rollback-release for ENV; print the run's link."""
+    if method not in ("argocd", "revert"):
+        raise _fail(f"--method must be argocd or revert, not {method!r}", 2)
+    try:
+        run = runs.start_run(api_url, ROLLBACK, {"env": env, "method": method, "to": to})
+    except runs.RunApiError as exc:
+        raise _fail(str(exc)) from None
+    typer.echo(f"Started {run.name} ({run.id}): roll back {env} by {method} to {to}")
+    typer.echo(_run_url(api_url, run.id))
+
+
+def _argocd_endpoint() -> tuple[str, str] | None:
+    """Argo CD URL and token: the settings, else a sandbox recorded under .sandbox/."""
+    from promotion.config import Settings
+
+    settings = Settings()
+    if settings.argocd_token is not None:
+        return settings.argocd_url, settings.argocd_token.get_secret_value()
+    for info_file in (
+        PROJECT_ROOT / ".sandbox" / "demo" / "sandbox" / "sandbox.json",
+        PROJECT_ROOT / ".sandbox" / "sandbox" / "sandbox.json",
+    ):
+        try:
+            data = json.loads(info_file.read_text())
+        except (OSError, ValueError):
+            continue
+        return str(data["argocd_url"]), str(data["argocd_token"])
+    return None
+
+
+def _environments(version: str | None) -> list[dict[str, Any]]:
+    import httpx
+
+    from promotion.argocd import ArgoCDClient, ArgoCDError
+    from promotion.config import load_config
+
+    config = load_config()
+    endpoint = _argocd_endpoint()
+    rows: list[dict[str, Any]] = []
+    if endpoint is None:
+        return [
+            {"environment": e.name, "app": e.argocd_app, "state": "unknown (no Argo CD settings)"}
+            for e in config.environments
+        ]
+    with ArgoCDClient(endpoint[0], endpoint[1]) as client:
+        for env in config.environments:
+            try:
+                app_ = client.get_app(env.argocd_app)
+            except (ArgoCDError, httpx.HTTPError) as exc:
+                rows.append({"environment": env.name, "app": env.argocd_app, "state": str(exc)})
+                continue
+            images = list(app_.status.summary.images)
+            tags = sorted({str(i).rsplit(":", 1)[-1] for i in images})
+            row: dict[str, Any] = {
+                "environment": env.name,
+                "app": env.argocd_app,
+                "versions": tags,
+                "sync": app_.status.sync.status,
+                "health": app_.status.health.status,
+                "revision": app_.status.sync.revision[:12],
+            }
+            if version is not None:
+                row["runs_version"] = tags == [version]
+            rows.append(row)
+    return rows
+
+
+@app.command()
+def status(
+    version: Annotated[str | None, typer.Argument(help="Only this release's runs.")] = None,
+    api_url: ApiUrl = DEFAULT_API,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Where each environment stands and which approvals wait, with their links."""
+    envs = _environments(version)
+    if not as_json:
+        for row in envs:
+            if "versions" in row:
+                mark = ""
+                if version is not None:
+                    mark = "  <- runs " + version if row["runs_version"] else f"  (not {version})"
+                typer.echo(
+                    f"{row['environment']:<10} {','.join(row['versions']) or '-':<10} "
+                    f"{row['sync']}/{row['health']} at {row['revision']}  ({row['app']}){mark}"
+                )
+            else:
+                typer.echo(f"{row['environment']:<10} {row['state']}")
+    waiting: list[dict[str, Any]] = []
+    try:
+        paused = runs.list_runs(api_url, PROMOTE, state_types=("PAUSED",))
+    except Exception as exc:  # no deployment yet, or no server at all
+        raise _fail(f"cannot list approvals at {api_url}: {exc}") from None
+    for run in paused:
+        run_version = run.parameters.get("version")
+        if version is not None and run_version != version:
+            continue
+        waiting.append(
+            {
+                "run": run.name,
+                "version": run_version,
+                "gate": (run.pause_key or "").split("-approval", 1)[0],
+                "url": _run_url(api_url, run.id),
+                "id": run.id,
+            }
+        )
+    if as_json:
+        typer.echo(json.dumps({"environments": envs, "waiting": waiting}, indent=2))
+        return
+    if not waiting:
+        typer.echo("No approval is waiting.")
+    for item in waiting:
+        typer.echo(
+            f"waiting: {item['gate'].upper()} approval of {item['version']} in run "
+            f"{item['run']}: {item['url']}"
+        )
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()
