@@ -3,7 +3,20 @@
 Three areas share one server: the REST API under ``/api/v3`` (token auth, rate-limit headers,
 ``ETag``/``If-None-Match``, GitHub-shaped errors, fault injection, call counting), smart-HTTP
 git under ``/{owner}/{name}.git`` (``git http-backend``), and the admin routes under
-``/_sandbox/`` (no auth) that tests and benchmarks in other processes use.
+``/_sandbox/`` (no auth) that tests and benchmarks in other processes use:
+
+- ``GET /_sandbox/stats``: ``{"total", "routes": {"METHOD template": n}, "not_modified_total",
+  "not_modified", "faulted_total", "faulted"}`` (304s and injected faults apart from ``routes``);
+  ``POST /_sandbox/stats/reset``.
+- ``POST /_sandbox/faults`` ``{"kind": "error"|"rate_limit"|"secondary_rate_limit"|"stall",
+  "path": regex, "method": "GET"|..., "count": n, "status": 502, "retry_after": s,
+  "seconds": s}`` -> 201 with the fault; ``GET /_sandbox/faults``; ``DELETE /_sandbox/faults``
+  (also resets the latency).
+- ``PUT /_sandbox/latency`` ``{"seconds": s}``: delay every request.
+- ``POST /_sandbox/statuses`` ``{"sha", "context", "state", "description"?, "target_url"?}``.
+- ``PUT /_sandbox/protection`` ``{"branch"?, "required_checks"?, "required_approving_reviews"?,
+  "strict"?, "dismiss_stale_reviews"?}``.
+- ``POST /_sandbox/checks/wait`` ``{"timeout": s}`` -> ``{"idle": bool}``; ``GET /_sandbox/heads``.
 """
 
 from __future__ import annotations

@@ -969,6 +969,8 @@ class GitHubEmulator:
                     f"At least {count} approving review{' is' if count == 1 else 's are'} "
                     "required by reviewers with write access."
                 )
+        if pr.draft:
+            return MergeState(True, "draft", ["Pull Request is still a draft"], tree)
         if reasons:
             return MergeState(True, "blocked", reasons, tree)
         if prot.strict and not self.repo.is_ancestor(base, head):
@@ -1955,7 +1957,7 @@ class GitHubEmulator:
             if expected is not None and expected != head:
                 raise ApiError(409, "Head branch was modified. Review and try the merge again.")
             state = self._merge_state(pr)
-            if state.state in {"dirty", "blocked", "behind"} or state.tree is None:
+            if state.state in {"dirty", "blocked", "behind", "draft"} or state.tree is None:
                 raise ApiError(
                     405, state.reasons[0] if state.reasons else "Pull Request is not mergeable"
                 )

@@ -217,3 +217,19 @@ def test_stale_approvals_dismissed_when_protection_says_so(sandbox: Sandbox, gh:
     assert [r.state for r in pr.get_reviews()] == ["DISMISSED"]
     sandbox.emu.wait_for_checks()
     assert repo.get_pull(pr.number).mergeable_state == "blocked"
+
+
+def test_draft_pull_request_does_not_merge(sandbox: Sandbox, gh: Github) -> None:
+    repo = gh.get_repo(REPO)
+    main = sandbox.emu.head("main")
+    pr = open_change_pr(repo, "draft-base", content="draft\n", path="DRAFT.md")
+    pr.edit(state="closed")
+    draft = repo.create_pull(base="main", head="draft-base", title="WIP", draft=True)
+    sandbox.emu.wait_for_checks()
+    assert draft.draft is True
+    assert repo.get_pull(draft.number).mergeable_state == "draft"
+    with pytest.raises(GithubException) as refused:
+        draft.merge()
+    assert refused.value.status == 405
+    assert refused.value.data["message"] == "Pull Request is still a draft"
+    assert sandbox.emu.head("main") == main
