@@ -93,6 +93,7 @@ class _Rendered:
     manifests: str | None
     error: str | None
     images: tuple[str, ...] = ()
+    resources: tuple[dict[str, str], ...] | None = None  # parsed once, on first use
 
 
 @dataclass
@@ -129,7 +130,7 @@ class _App:
 
 def images_of(manifests: str) -> tuple[str, ...]:
     """The container images of the workloads in rendered manifests, sorted."""
-    yaml = YAML(typ="safe", pure=True)
+    yaml = YAML(typ="safe")
     found: set[str] = set()
     for doc in yaml.load_all(manifests):
         if not isinstance(doc, dict) or doc.get("kind") not in WORKLOAD_KINDS:
@@ -801,7 +802,9 @@ class ArgoCDState:
 def _resources(rendered: _Rendered) -> list[dict[str, Any]]:
     if rendered.manifests is None:
         return []
-    yaml = YAML(typ="safe", pure=True)
+    if rendered.resources is not None:
+        return [dict(r) for r in rendered.resources]
+    yaml = YAML(typ="safe")
     out = []
     for doc in yaml.load_all(rendered.manifests):
         if not isinstance(doc, dict):
@@ -818,7 +821,8 @@ def _resources(rendered: _Rendered) -> list[dict[str, Any]]:
                 "name": str(meta.get("name", "")),
             }
         )
-    return out
+    rendered.resources = tuple(out)
+    return [dict(r) for r in out]
 
 
 def _resource_results(rendered: _Rendered, app: _App) -> list[dict[str, Any]]:

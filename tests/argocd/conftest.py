@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Iterator, Mapping
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -38,16 +37,17 @@ class Repo:
     seed_sha: str
 
     def push(self, files: Mapping[str, str], message: str = "change") -> str:
-        with tempfile.TemporaryDirectory() as work:
-            git("clone", "--quiet", str(self.bare), work)
-            for path, content in files.items():
-                target = Path(work, path)
-                target.parent.mkdir(parents=True, exist_ok=True)
-                target.write_text(content, encoding="utf-8")
-            git("add", "-A", cwd=work)
-            git("commit", "--quiet", "-m", message, cwd=work)
-            git("push", "--quiet", "origin", "HEAD:main", cwd=work)
-            return git("rev-parse", "HEAD", cwd=work).strip()
+        work = self.bare.parent / "work"
+        if not work.exists():
+            git("clone", "--quiet", str(self.bare), str(work))
+        for path, content in files.items():
+            target = work / path
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(content, encoding="utf-8")
+        git("add", "-A", cwd=work)
+        git("commit", "--quiet", "-m", message, cwd=work)
+        git("push", "--quiet", "origin", "HEAD:main", cwd=work)
+        return git("rev-parse", "HEAD", cwd=work).strip()
 
     def read(self, path: str) -> str:
         return git("show", f"main:{path}", cwd=self.bare)
