@@ -50,3 +50,7 @@ def wait_check(repo: Repository, sha: str, timeout: float = 20.0) -> dict[str, o
             return runs[0].raw_data
         time.sleep(0.05)
     raise AssertionError(f"check on {sha} did not complete in {timeout}s")
+
+
+# A change no overlay sees: its validation check completes at once ("No overlay changed").
+QUICK: dict[str, str] = {"content": "release notes\n", "path": "NOTES.md"}

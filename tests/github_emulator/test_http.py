@@ -14,14 +14,14 @@ import pytest
 from github import Auth, Github, GithubException, RateLimitExceededException
 
 from tests.github_emulator.conftest import DEV_TOKEN, REPO, Sandbox
-from tests.github_emulator.helpers import open_change_pr, wait_check
+from tests.github_emulator.helpers import QUICK, open_change_pr, wait_check
 
 AUTH = {"Authorization": f"token {DEV_TOKEN}"}
 
 
 def test_etag_and_if_none_match_give_304(sandbox: Sandbox, gh: Github) -> None:
     repo = gh.get_repo(REPO)
-    pr = open_change_pr(repo, "promote/prod/v1.0.1")
+    pr = open_change_pr(repo, "promote/prod/v1.0.1", **QUICK)
     wait_check(repo, pr.head.sha)
     url = f"{sandbox.emu.api_url}/repos/{REPO}/pulls/{pr.number}"
     first = httpx.get(url, headers={"Authorization": f"Bearer {DEV_TOKEN}"})

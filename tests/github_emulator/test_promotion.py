@@ -6,7 +6,7 @@ from github import Github, GithubException
 
 from sandbox.seed import git
 from tests.github_emulator.conftest import PM_TOKEN, REPO, Sandbox
-from tests.github_emulator.helpers import IMAGE, OVERLAY, open_change_pr, wait_check
+from tests.github_emulator.helpers import IMAGE, OVERLAY, QUICK, open_change_pr, wait_check
 
 
 def test_promotion_check_passes_and_merge_moves_main(sandbox: Sandbox, gh: Github) -> None:
@@ -38,7 +38,7 @@ def test_promotion_check_passes_and_merge_moves_main(sandbox: Sandbox, gh: Githu
 
 def test_merge_methods_merge_and_rebase(sandbox: Sandbox, gh: Github) -> None:
     repo = gh.get_repo(REPO)
-    first = open_change_pr(repo, "change-merge")
+    first = open_change_pr(repo, "change-merge", **QUICK)
     wait_check(repo, first.head.sha)
     result = first.merge(merge_method="merge")
     commit = repo.get_git_commit(result.sha)
@@ -83,7 +83,7 @@ def test_git_clone_over_http_sees_the_merge(sandbox: Sandbox, gh: Github, tmp_pa
 def test_pm_review_from_another_login(sandbox: Sandbox, gh: Github) -> None:
     sandbox.emu.set_protection(required_approving_reviews=1)
     repo = gh.get_repo(REPO)
-    pr = open_change_pr(repo, "promote/prod/v1.0.1")
+    pr = open_change_pr(repo, "promote/prod/v1.0.1", **QUICK)
     wait_check(repo, pr.head.sha)
     assert repo.get_pull(pr.number).mergeable_state == "blocked"
     try:
@@ -107,7 +107,7 @@ def test_commit_written_straight_into_the_bare_repo_is_noticed(
     sandbox: Sandbox, gh: Github
 ) -> None:
     repo = gh.get_repo(REPO)
-    pr = open_change_pr(repo, "promote/prod/v1.0.1")
+    pr = open_change_pr(repo, "promote/prod/v1.0.1", **QUICK)
     wait_check(repo, pr.head.sha)
     bare = sandbox.emu.repo.path
     tree = git("rev-parse", f"{pr.head.sha}^{{tree}}", cwd=bare).strip()

@@ -8,7 +8,7 @@ from github import BadCredentialsException, Github, GithubException
 
 from sandbox.github import GitHubEmulator
 from tests.github_emulator.conftest import DEV_TOKEN, PM_TOKEN, REPO, Sandbox, start
-from tests.github_emulator.helpers import IMAGE, OVERLAY, open_change_pr, wait_check
+from tests.github_emulator.helpers import IMAGE, OVERLAY, QUICK, open_change_pr, wait_check
 
 BROKEN = f"""apiVersion: kustomize.config.k8s.io/v1beta1
 kind: Kustomization
@@ -62,7 +62,7 @@ def slow_sandbox(bare_repo: tuple[object, str]):  # type: ignore[no-untyped-def]
 def test_merge_refused_while_check_pending_then_stale_sha(slow_sandbox: Sandbox) -> None:
     gh = slow_sandbox.client()
     repo = gh.get_repo(REPO)
-    pr = open_change_pr(repo, "promote/prod/v1.0.1")
+    pr = open_change_pr(repo, "promote/prod/v1.0.1", **QUICK)
     runs = [r.status for r in repo.get_commit(pr.head.sha).get_check_runs()]
     assert runs and runs[0] in {"queued", "in_progress"}
     assert repo.get_pull(pr.number).mergeable_state == "blocked"
@@ -94,7 +94,7 @@ def test_missing_review_and_status_requirements(sandbox: Sandbox, gh: Github) ->
         required_checks=["Kustomize validation", "ci/lint"], required_approving_reviews=1
     )
     repo = gh.get_repo(REPO)
-    pr = open_change_pr(repo, "promote/prod/v1.0.1")
+    pr = open_change_pr(repo, "promote/prod/v1.0.1", **QUICK)
     wait_check(repo, pr.head.sha)
     with pytest.raises(GithubException) as refused:
         pr.merge()
@@ -137,7 +137,7 @@ def test_ref_and_pr_validation_errors(sandbox: Sandbox, gh: Github) -> None:
         repo.create_pull(base="main", head="empty", title="nothing")
     assert empty.value.status == 422
     assert "No commits between main and empty" in str(empty.value.data)
-    pr = open_change_pr(repo, "promote/prod/v1.0.1")
+    pr = open_change_pr(repo, "promote/prod/v1.0.1", **QUICK)
     with pytest.raises(GithubException) as duplicate:
         repo.create_pull(base="main", head="acme:promote/prod/v1.0.1", title="again")
     assert "A pull request already exists" in str(duplicate.value.data)
@@ -171,7 +171,7 @@ def test_bad_credentials(sandbox: Sandbox) -> None:
 def test_user_and_close(sandbox: Sandbox, gh: Github) -> None:
     assert gh.get_user().login == "release-bot"
     repo = gh.get_repo(REPO)
-    pr = open_change_pr(repo, "promote/prod/v1.0.1")
+    pr = open_change_pr(repo, "promote/prod/v1.0.1", **QUICK)
     pr.create_issue_comment("Superseded")
     pr.edit(state="closed", title="Promote frontend (superseded)")
     closed = repo.get_pull(pr.number)
@@ -207,7 +207,7 @@ def test_strict_protection_blocks_a_behind_branch(sandbox: Sandbox, gh: Github) 
 def test_stale_approvals_dismissed_when_protection_says_so(sandbox: Sandbox, gh: Github) -> None:
     sandbox.emu.set_protection(required_approving_reviews=1, dismiss_stale_reviews=True)
     repo = gh.get_repo(REPO)
-    pr = open_change_pr(repo, "promote/prod/v1.0.1")
+    pr = open_change_pr(repo, "promote/prod/v1.0.1", **QUICK)
     sandbox.client(PM_TOKEN).get_repo(REPO).get_pull(pr.number).create_review(event="APPROVE")
     sandbox.emu.wait_for_checks()
     assert repo.get_pull(pr.number).mergeable_state == "clean"
