@@ -34,6 +34,9 @@ class ArgoCDEmulator:
         sync_duration: Seconds a sync operation stays Running before it applies.
         readonly_tokens: Tokens (-> user) that may read but get 403 on writes.
         repo_url: The ``spec.source.repoURL`` to show (default: the repository's file URL).
+        reenable_autosync_after: Simulate Argo CD issue 5351 for every Application (an
+            Application managed from Git): auto-sync turned off through the API comes back on
+            by itself after this many seconds. Per Application: ``AppSpec.reenable_autosync_after``.
     """
 
     def __init__(
@@ -48,6 +51,7 @@ class ArgoCDEmulator:
         *,
         readonly_tokens: Mapping[str, str] | None = None,
         repo_url: str | None = None,
+        reenable_autosync_after: float | None = None,
     ) -> None:
         self.state = ArgoCDState(
             repo,
@@ -58,6 +62,9 @@ class ArgoCDEmulator:
             bad_image_patterns=bad_image_patterns,
             sync_duration=sync_duration,
         )
+        if reenable_autosync_after is not None:
+            for app in self.state.names():
+                self.state.set_reenable_autosync_after(app, reenable_autosync_after)
         self.knobs = Knobs()
         self._http = ArgoCDApp(
             self.state, {token: "admin"}, dict(readonly_tokens or {}), self.knobs

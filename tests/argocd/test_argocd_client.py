@@ -11,6 +11,7 @@ from promotion.argocd import (
     AUTOSYNC_DISABLED_ANNOTATION,
     ApplicationNotFound,
     ArgoCDAuthFailed,
+    ArgoCDClient,
     ArgoCDRequestFailed,
     ArgoCDUnavailable,
     DeploymentDegraded,
@@ -267,8 +268,6 @@ def test_faults_and_unreachable_server_are_transient(argo: Argo) -> None:
     assert stats["faults_served"] == 2
     assert stats["calls"]["get_app"] == 2
     with pytest.raises(ArgoCDUnavailable) as down:
-        from promotion.argocd import ArgoCDClient
-
         ArgoCDClient("http://127.0.0.1:9", TOKEN, timeout=1).get_app(PROD)
     assert is_transient(down.value)
     assert TOKEN not in str(down.value)
@@ -309,3 +308,53 @@ def test_put_spec_and_hard_refresh(argo: Argo, repo: Repo) -> None:
     hard = argo.client().get_app(PROD, refresh="hard")
     assert (hard.status.sync.revision, hard.status.sync.status) == (sha, "OutOfSync")
     assert not hard.autosync_enabled
+
+
+def test_slow_answers_time_out_as_transient(argo: Argo) -> None:
+    httpx.post(f"{argo.url}/_sandbox/latency", json={"seconds": 0.5}).raise_for_status()
+    try:
+        with httpx.Client(timeout=0.1) as impatient:
+            client = ArgoCDClient(argo.url, TOKEN, http=impatient)
+            with pytest.raises(ArgoCDUnavailable) as caught:
+                client.get_app(PROD)
+        assert is_transient(caught.value)
+    finally:
+        argo.emulator.set_latency(0.0)
+    assert argo.client().get_app(PROD).name == PROD
+
+
+def test_unsupported_requests_answer_argo_errors(argo: Argo) -> None:
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    json_patch = httpx.patch(
+        f"{argo.url}/api/v1/applications/{PROD}",
+        json={"patch": "[]", "patchType": "json"},
+        headers=headers,
+    )
+    assert json_patch.status_code == 400
+    assert json_patch.json()["code"] == 3
+    no_op = httpx.delete(f"{argo.url}/api/v1/applications/{PROD}/operation", headers=headers)
+    assert no_op.status_code == 400
+    assert "No operation is in progress" in no_op.json()["message"]
+    bad_selector = httpx.get(
+        f"{argo.url}/api/v1/applications", params={"selector": "a in b"}, headers=headers
+    )
+    assert bad_selector.status_code == 400
+
+
+def test_the_poller_auto_syncs_without_a_refresh(repo: Repo) -> None:
+    running = start_argo(repo, reconcile_interval=0.2, health_delay=0.02)
+    try:
+        client = running.client()
+        sha = repo.push_release("v1.0.1")
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            app = client.get_app(PROD)  # no refresh: only the poller can see the push
+            if app.status.history[-1].revision == sha:
+                break
+            time.sleep(0.05)
+        assert app.status.history[-1].revision == sha
+        assert running.emulator.stats()["counters"].get("refreshes", 0) == 0
+    finally:
+        running.http.close()
+        running.emulator.stop()
+        running.server.stop()
