@@ -1071,6 +1071,8 @@ class GitHubEmulator:
         r("GET", p + "/git/commits/{commit_sha}", self.get_git_commit)
         r("GET", p + "/contents/{path}", self.get_contents)
         r("PUT", p + "/contents/{path}", self.put_contents)
+        r("GET", p + "/commits", self.list_commits)
+        r("GET", p + "/compare/{basehead}", self.compare)
         r("GET", p + "/commits/{ref}/statuses", self.list_statuses)
         r("GET", p + "/commits/{ref}/status", self.combined_status)
         r("GET", p + "/commits/{ref}/check-runs", self.list_check_runs)
@@ -1537,6 +1539,64 @@ class GitHubEmulator:
         if sha is None:
             raise ApiError(422, f"No commit found for SHA: {req.params['ref']}")
         return Reply(200, self.commit_json(sha, files=True))
+
+    def list_commits(self, req: Request) -> Reply:
+        self._check_repo(req)
+        start = req.query.get("sha") or self.base_branch
+        sha = self.repo.resolve(start, "commit")
+        if sha is None:
+            raise ApiError(404, f"No commit found for SHA: {start}")
+        shas = self.repo.log(
+            sha,
+            path=req.query.get("path") or None,
+            since=req.query.get("since"),
+            until=req.query.get("until"),
+            author=req.query.get("author"),
+        )
+        page = self._page(req, shas)
+        return Reply(200, [self.commit_json(c) for c in page.body], page.headers)
+
+    def compare(self, req: Request) -> Reply:
+        self._check_repo(req)
+        basehead = req.params["basehead"]
+        if "..." not in basehead:
+            raise not_found()
+        base_name, head_name = basehead.split("...", 1)
+        base = self.repo.resolve(base_name.split(":")[-1], "commit")
+        head = self.repo.resolve(head_name.split(":")[-1], "commit")
+        if base is None or head is None:
+            raise not_found()
+        merge_base = self.repo.merge_base(base, head)
+        if merge_base is None:
+            raise ApiError(404, f"No common ancestor between {base_name} and {head_name}.")
+        ahead = self.repo.rev_list(base, head)
+        behind = self.repo.rev_list(head, base)
+        if not ahead and not behind:
+            status = "identical"
+        elif ahead and behind:
+            status = "diverged"
+        else:
+            status = "ahead" if ahead else "behind"
+        changes = self.repo.diff(merge_base, head)
+        html = f"{self.html_url}/compare/{basehead}"
+        return Reply(
+            200,
+            {
+                "url": f"{self.repo_url}/compare/{basehead}",
+                "html_url": html,
+                "permalink_url": f"{self.html_url}/compare/{self.owner}:{base[:7]}...{self.owner}:{head[:7]}",
+                "diff_url": f"{html}.diff",
+                "patch_url": f"{html}.patch",
+                "base_commit": self.commit_json(base),
+                "merge_base_commit": self.commit_json(merge_base),
+                "status": status,
+                "ahead_by": len(ahead),
+                "behind_by": len(behind),
+                "total_commits": len(ahead),
+                "commits": [self.commit_json(c) for c in ahead[:250]],
+                "files": [self._file_json(c, head) for c in changes],
+            },
+        )
 
     # contents
 

@@ -288,6 +288,27 @@ class GitRepo:
         out = self.run("rev-list", "--reverse", "--topo-order", include, f"^{exclude}")
         return out.decode().split()
 
+    def log(
+        self,
+        rev: str,
+        path: str | None = None,
+        since: str | None = None,
+        until: str | None = None,
+        author: str | None = None,
+    ) -> list[str]:
+        """Commits reachable from ``rev``, newest first, optionally touching ``path``."""
+        args = ["rev-list", "--topo-order"]
+        if since:
+            args.append(f"--since={since}")
+        if until:
+            args.append(f"--until={until}")
+        if author:
+            args.append(f"--author={author}")
+        args.append(rev)
+        if path:
+            args += ["--", path]
+        return self.run(*args).decode().split()
+
     def diff(self, old: str, new: str, patches: bool = True) -> list[FileChange]:
         """The files that differ between two commits or trees (with a patch each if asked)."""
         numstat = self.run("diff-tree", "-r", "-z", "--numstat", "-M", old, new).decode()

@@ -65,7 +65,7 @@ class Reply:
 Handler = Callable[[Request], Reply]
 
 # Parameters that may hold slashes (refs, branch names, file paths).
-_GREEDY = {"ref", "path", "branch"}
+_GREEDY = {"ref", "path", "branch", "basehead"}
 
 
 @dataclass

@@ -66,6 +66,10 @@ def drive_every_route(sandbox: Sandbox, gh: Github) -> None:
     list(repo.get_pulls(state="all", head="acme:promote/prod/v1.0.1"))
     pr.edit(body="frontend: v1.0.0 -> v1.0.1 (edited)")
     list(pr.get_files())
+    comparison = repo.compare("main", pr.head.ref)
+    assert (comparison.status, comparison.ahead_by) == ("ahead", 1)
+    history = [c.sha for c in repo.get_commits(sha=pr.head.ref, path=OVERLAY)]
+    assert history == [pr.head.sha, sandbox.seed_sha]
     list(pr.get_commits())
     pr.create_issue_comment("Checks are running")
     list(pr.get_issue_comments())

@@ -41,6 +41,8 @@ OPERATIONS: list[tuple[str, str]] = [
     ("GET", PREFIX + "/git/commits/{commit_sha}"),
     ("GET", PREFIX + "/contents/{path}"),
     ("PUT", PREFIX + "/contents/{path}"),
+    ("GET", PREFIX + "/commits"),
+    ("GET", PREFIX + "/compare/{basehead}"),
     ("GET", PREFIX + "/commits/{ref}"),
     ("GET", PREFIX + "/pulls"),
     ("POST", PREFIX + "/pulls"),
