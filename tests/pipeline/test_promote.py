@@ -4,43 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import httpx
-
 from deployments.local import LocalPrefect
-from deployments.runs import read_artifact, resume_run
+from deployments.runs import read_artifact
 from flows.promote import promote_release
 from pipeline.conftest import BackgroundRun
+from pipeline.helpers import INITIATOR, PROD, STAGING, decide, pulls, tags
 from promotion.argocd import ArgoCDClient
-from promotion.kustomize import read_image_tags
 from sandbox.launcher import Sandbox
-
-PROD = "kustomize/prod/kustomization.yaml"
-STAGING = "kustomize/staging/kustomization.yaml"
-INITIATOR = "rel-eng-dave"
-
-
-def tags(box: Sandbox, path: str) -> set[str]:
-    return set(read_image_tags(box.github.read_file(box.config.github.base_branch, path)).values())
-
-
-def approve(
-    api: str, run: BackgroundRun, gate: str, approver: str, approved: bool = True, comment: str = ""
-) -> None:
-    run.wait_paused(f"{gate}-approval")
-    result = resume_run(
-        api, run.run_id, {"approved": approved, "approver": approver, "comment": comment}
-    )
-    assert result.status == "ACCEPT", result
-
-
-def pulls(box: Sandbox, state: str = "all") -> list[dict[str, object]]:
-    response = httpx.get(
-        f"{box.info.github_url}/repos/{box.info.repo}/pulls",
-        params={"state": state, "per_page": 100},
-        headers={"Authorization": f"token {box.info.github_token}"},
-    )
-    response.raise_for_status()
-    return list(response.json())
 
 
 def test_release_reaches_prod_after_qa_and_pm(
@@ -53,7 +23,7 @@ def test_release_reaches_prod_after_qa_and_pm(
     assert qa.paused, qa
     assert tags(sandbox, STAGING) == {"v1.0.1"}, "staging is merged before QA is asked"
     assert tags(sandbox, PROD) == {"v1.0.0"}, "prod is untouched before QA"
-    approve(api, run, "qa", "qa-alice", comment="smoke tests green")
+    decide(api, run, "qa", "qa-alice", comment="smoke tests green")
 
     run.wait_paused("pm-approval")
     assert tags(sandbox, PROD) == {"v1.0.0"}, "prod is not merged before the PM approves"
@@ -73,7 +43,7 @@ def test_release_reaches_prod_after_qa_and_pm(
         )
         == 9
     )
-    approve(api, run, "pm", "pm-carol", comment="ship it")
+    decide(api, run, "pm", "pm-carol", comment="ship it")
 
     final = run.join()
     assert final.state_type == "COMPLETED", final.message

@@ -1,0 +1,112 @@
+"""What stops a promotion: rejections, refused approvers, failed checks, missing images."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from deployments.local import LocalPrefect
+from deployments.runs import read_artifact, resume_run
+from flows.promote import promote_release
+from pipeline.conftest import BackgroundRun
+from pipeline.helpers import INITIATOR, PROD, STAGING, comments, decide, pulls, tags
+from sandbox.launcher import Sandbox
+from sandbox.seed import git
+
+
+def test_qa_rejection_stops_before_prod(
+    sandbox: Sandbox, prefect_server: LocalPrefect, run_in_background: Callable[..., BackgroundRun]
+) -> None:
+    api = prefect_server.api_url
+    run = run_in_background(promote_release, version="v1.0.1", initiator=INITIATOR)
+    decide(api, run, "qa", "qa-bob", approved=False, comment="checkout is broken")
+    final = run.join()
+    assert final.state_type == "FAILED"
+    assert "checkout is broken" in final.message
+    assert tags(sandbox, PROD) == {"v1.0.0"}
+    assert not [p for p in pulls(sandbox) if p["head"]["ref"].startswith("promote/prod/")]
+    summary = read_artifact(api, run.run_id, "promotion-summary")
+    assert summary is not None and "rejected" in summary and "qa-bob" in summary
+
+
+def test_pm_rejection_closes_the_prod_pr_and_merges_nothing(
+    sandbox: Sandbox, prefect_server: LocalPrefect, run_in_background: Callable[..., BackgroundRun]
+) -> None:
+    api = prefect_server.api_url
+    run = run_in_background(promote_release, version="v1.0.1", initiator=INITIATOR)
+    decide(api, run, "qa", "qa-alice")
+    decide(api, run, "pm", "pm-carol", approved=False, comment="not during the sale")
+    final = run.join()
+    assert final.state_type == "FAILED"
+    assert "not during the sale" in final.message
+    assert tags(sandbox, PROD) == {"v1.0.0"}
+    assert tags(sandbox, STAGING) == {"v1.0.1"}
+    (prod_pr,) = [p for p in pulls(sandbox) if p["head"]["ref"].startswith("promote/prod/")]
+    assert prod_pr["state"] == "closed" and prod_pr["merged_at"] is None
+    assert any("not during the sale" in c for c in comments(sandbox, prod_pr["number"]))
+
+
+def test_unlisted_approver_and_initiator_are_refused_and_the_run_keeps_waiting(
+    sandbox: Sandbox, prefect_server: LocalPrefect, run_in_background: Callable[..., BackgroundRun]
+) -> None:
+    api = prefect_server.api_url
+    # qa-alice starts the release, so she may not approve it; qa-bob may.
+    run = run_in_background(promote_release, version="v1.0.1", initiator="qa-alice")
+    run.wait_paused("qa-approval")
+    for intruder in ("mallory", "qa-alice"):
+        result = resume_run(
+            api, run.run_id, {"approved": True, "approver": intruder, "comment": "lgtm"}
+        )
+        assert result.status == "REJECT", result
+        assert "approver" in result.reason and "qa-bob" in result.reason
+        assert run.wait_paused("qa-approval").paused
+    decide(api, run, "qa", "qa-bob", comment="verified")
+    decide(api, run, "pm", "pm-carol", approved=False, comment="stop here")
+    final = run.join()
+    assert final.state_type == "FAILED"
+    summary = read_artifact(api, run.run_id, "promotion-summary")
+    assert summary is not None
+    assert "qa-bob" in summary and "mallory" not in summary
+
+
+def test_failed_validation_check_stops_before_the_pm_gate(
+    sandbox: Sandbox,
+    tmp_path: Path,
+    prefect_server: LocalPrefect,
+    run_in_background: Callable[..., BackgroundRun],
+) -> None:
+    # Someone broke the prod overlay on main: the prod PR's Kustomize check must fail.
+    work = tmp_path / "work"
+    git("clone", "--quiet", sandbox.info.git_url, str(work))
+    overlay = work / PROD
+    overlay.write_text(overlay.read_text() + "patches:\n  - path: missing-patch.yaml\n")
+    git("commit", "--quiet", "-am", "Add a patch (forgot the file)", cwd=work)
+    git("push", "--quiet", "origin", "HEAD:main", cwd=work)
+    broken_head = sandbox.github.head("main")
+
+    api = prefect_server.api_url
+    run = run_in_background(promote_release, version="v1.0.1", initiator=INITIATOR)
+    decide(api, run, "qa", "qa-alice")
+    final = run.join()
+    assert final.state_type == "FAILED"
+    assert "Kustomize validation" in final.message
+    assert "missing-patch.yaml" in final.message
+    assert sandbox.github.head("main") != broken_head  # staging merged ...
+    assert tags(sandbox, PROD) == {"v1.0.0"}  # ... prod did not
+    (prod_pr,) = [p for p in pulls(sandbox) if p["head"]["ref"].startswith("promote/prod/")]
+    assert prod_pr["merged_at"] is None
+
+
+def test_missing_release_image_stops_before_any_pr(
+    sandbox: Sandbox, prefect_server: LocalPrefect, run_in_background: Callable[..., BackgroundRun]
+) -> None:
+    sandbox.registry.publish(sandbox.config.registry.path, ["cartservice", "frontend"], "v2.0.0")
+    run = run_in_background(promote_release, version="v2.0.0", initiator=INITIATOR)
+    final = run.join()
+    assert final.state_type == "FAILED"
+    missing = [s for s in sandbox.config.services if s not in {"cartservice", "frontend"}]
+    for service in missing:
+        assert service in final.message
+    assert "cartservice" not in final.message.split("missing", 1)[-1]
+    assert pulls(sandbox) == []
+    assert sandbox.github.branches().keys() == {"main"}
