@@ -1755,16 +1755,11 @@ class GitHubEmulator:
                 "statuses": simple,
                 "sha": sha,
                 "total_count": len(simple),
-                "repository": self._minimal_repo(),
+                "repository": self.repo_json(),
                 "commit_url": f"{self.repo_url}/commits/{sha}",
                 "url": f"{self.repo_url}/commits/{sha}/status",
             },
         )
-
-    def _minimal_repo(self) -> dict[str, Any]:
-        full = self.repo_json()
-        keep = {k: v for k, v in full.items() if not k.endswith("_count") or k in {"forks_count"}}
-        return keep
 
     def list_check_runs(self, req: Request) -> Reply:
         self._check_repo(req)
