@@ -205,6 +205,11 @@ class RevisionHistory(_Model):
     source: ApplicationSource | None = None
 
 
+class ApplicationCondition(_Model):
+    type: str = ""
+    message: str = ""
+
+
 class ApplicationSummary(_Model):
     images: list[str] = Field(default_factory=list)
 
@@ -215,6 +220,7 @@ class AppStatus(_Model):
     operation_state: OperationState | None = Field(None, alias="operationState")
     history: list[RevisionHistory] = Field(default_factory=list)
     summary: ApplicationSummary = Field(default_factory=ApplicationSummary)
+    conditions: list[ApplicationCondition] = Field(default_factory=list)
     reconciled_at: datetime | None = Field(None, alias="reconciledAt")
 
 
@@ -252,6 +258,37 @@ class Application(_Model):
             f"sync {self.status.sync.status} at {_short(self.status.sync.revision)}, {op_text}, "
             f"health {health.status}" + (f" ({health.message})" if health.message else "")
         )
+
+
+_TRANSIENT_COMPARISON = (
+    "code = Unavailable",
+    "code = DeadlineExceeded",
+    "context deadline exceeded",
+    "connection refused",
+    "i/o timeout",
+    "EOF",
+)
+
+
+def _raise_on_comparison_error(current: Application, app: str, revision: str) -> None:
+    """Fail fast when Argo CD cannot generate the manifests of ``revision``.
+
+    Argo CD does not auto-sync an Application whose sync status is Unknown: with a
+    ComparisonError (kustomize failed) at the target revision no operation ever starts, so
+    waiting would only time out. A repo-server outage is also a ComparisonError: keep waiting
+    on those.
+    """
+    sync = current.status.sync
+    if sync.revision != revision or sync.status != "Unknown":
+        return
+    for condition in current.status.conditions:
+        if condition.type == "ComparisonError" and not any(
+            marker in condition.message for marker in _TRANSIENT_COMPARISON
+        ):
+            raise DeploymentFailed(
+                f"[{app}] Argo CD cannot render revision {_short(revision)}: {condition.message}",
+                app=app,
+            )
 
 
 def _short(revision: str) -> str:
@@ -507,6 +544,8 @@ class ArgoCDClient:
         self, current: Application, app: str, revision: str, *, rollback: bool, start: float
     ) -> Deployed | None:
         op = current.status.operation_state
+        if not rollback and (op is None or op.revision != revision or op.phase != "Succeeded"):
+            _raise_on_comparison_error(current, app, revision)
         if op is None or op.revision != revision:
             if rollback and op is not None and op.phase and current.autosync_enabled:
                 raise RollbackUndone(

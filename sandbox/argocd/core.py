@@ -393,7 +393,9 @@ class ArgoCDState:
                 )
 
     def _should_autosync(self, app: _App, sha: str) -> bool:
-        if app.sync_status == "Synced":
+        # As Argo CD's controller: only OutOfSync is synced automatically; Unknown (the
+        # manifests cannot be generated: a ComparisonError condition) is not.
+        if app.sync_status != "OutOfSync":
             return False
         state = app.operation_state
         if state is not None:

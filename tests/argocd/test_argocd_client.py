@@ -85,7 +85,32 @@ def test_kustomize_error_fails_the_operation_with_its_message(argo: Argo, repo: 
     assert "kustomize" in message
     app = argo.client().get_app(PROD)
     assert app.status.sync.status == "Unknown"
-    assert app.status.health.status == "Healthy"  # the old revision still runs
+    assert app.status.conditions[0].type == "ComparisonError"
+    # as Argo CD: no automated sync of an Unknown app, the old revision still runs
+    assert app.status.operation_state is not None
+    assert app.status.operation_state.revision == repo.seed_sha
+    assert app.status.health.status == "Healthy"
+
+
+def test_manual_sync_of_a_broken_revision_fails_the_operation(repo: Repo) -> None:
+    running = start_argo(
+        repo, apps=[AppSpec(PROD, "kustomize/prod", environment="prod", auto_sync=False)]
+    )
+    try:
+        broken = repo.read(PROD_OVERLAY).replace("../base", "../no-such-base")
+        sha = repo.push({PROD_OVERLAY: broken}, "break the overlay")
+        client = running.client()
+        client.sync(PROD, sha)
+        running.emulator.wait_idle(5)
+        state = client.get_app(PROD).status.operation_state
+        assert state is not None and state.phase == "Failed"
+        assert "no-such-base" in state.message
+        with pytest.raises(DeploymentFailed, match="no-such-base"):
+            client.confirm_deployed(PROD, sha, timeout=5, poll_interval=0.05)
+    finally:
+        running.http.close()
+        running.emulator.stop()
+        running.server.stop()
 
 
 def test_timeout_reports_the_last_state(repo: Repo) -> None:
