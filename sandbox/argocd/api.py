@@ -1,8 +1,22 @@
 """The HTTP face of the Argo CD emulator: the ``/api/v1/applications`` routes and ``/_sandbox/`` knobs.
 
 Errors are answered in Argo CD's (grpc-gateway's) shape ``{"error", "code", "message"}`` with
-the gRPC code and the HTTP status grpc-gateway maps it to. Faults (5xx for the next N calls) and
-latency apply to ``/api/`` routes only; the ``/_sandbox/`` routes are unauthenticated.
+the gRPC code and the HTTP status grpc-gateway maps it to (FailedPrecondition 9 and
+InvalidArgument 3 -> 400, NotFound 5 -> 404, Unauthenticated 16 -> 401, PermissionDenied 7 -> 403).
+
+Admin routes (no auth; not counted, never faulted):
+
+- ``GET /_sandbox/stats``: calls per route handler, faults served/pending, latency, bad image
+  patterns, internal counters (renders, reconciles, refreshes, operations, syncs, rollbacks).
+- ``POST /_sandbox/faults`` ``{"count": N, "status": 503}``: the next N API calls answer ``status``.
+- ``POST /_sandbox/latency`` ``{"seconds": 0.5}``: every API answer is delayed.
+- ``POST /_sandbox/bad-images`` ``{"patterns": ["*/frontend:v1.0.2"]}``: fnmatch on ``name:tag``;
+  a sync deploying a match goes Degraded.
+- ``POST /_sandbox/reconcile``: reconcile every Application now (what the poller does).
+- ``POST /_sandbox/reenable-autosync`` ``{"app": NAME, "seconds": 2.0 | null}``: simulate Argo CD
+  issue 5351 (auto-sync comes back on by itself ``seconds`` after it is turned off).
+
+Faults and latency apply to ``/api/`` routes only.
 """
 
 from __future__ import annotations

@@ -207,7 +207,9 @@ def test_autosync_reenabled_after_a_finished_rollback(repo: Repo) -> None:
         client = running.client()
         sha = repo.push_release("v1.0.1")
         client.confirm_deployed(PROD, sha, timeout=10, poll_interval=0.05)
-        running.emulator.set_reenable_autosync_after(PROD, 1.5)
+        httpx.post(
+            f"{running.url}/_sandbox/reenable-autosync", json={"app": PROD, "seconds": 1.5}
+        ).raise_for_status()
         result = client.rollback(PROD, "previous", timeout=10, poll_interval=0.05)
         assert result.warnings == ()
         assert not client.autosync_reenabled(PROD)
