@@ -22,7 +22,7 @@ from sandbox.github.routing import (
 
 
 class CheckRoutes(Core):
-    # statuses and checks
+    """Commit statuses, the combined status and check runs."""
 
     def create_status(self, req: Request) -> Reply:
         self._check_repo(req)

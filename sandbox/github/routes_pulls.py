@@ -27,7 +27,7 @@ from sandbox.github.routing import (
 
 
 class PullRoutes(Core):
-    # pulls
+    """Pull requests, their merge, reviews, issue view and comments."""
 
     def list_pulls(self, req: Request) -> Reply:
         self._check_repo(req)

@@ -28,6 +28,8 @@ from sandbox.github.routing import (
 
 
 class RepositoryRoutes(Core):
+    """The user, the repository, branches, refs, git data, commits and contents."""
+
     # users, repository, branches
 
     def get_user(self, req: Request) -> Reply:

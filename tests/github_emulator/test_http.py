@@ -190,3 +190,18 @@ def test_standalone_process_prints_its_endpoints(tmp_path: Path) -> None:
     finally:
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=15) == 0
+
+
+def test_http_admin_wait_and_heads(sandbox: Sandbox, gh: Github) -> None:
+    repo = gh.get_repo(REPO)
+    pr = open_change_pr(repo, "promote/prod/v1.0.1", **QUICK)
+    admin = f"{sandbox.url}/_sandbox"
+    assert httpx.post(f"{admin}/checks/wait", json={"timeout": 20}).json() == {"idle": True}
+    runs = list(repo.get_commit(pr.head.sha).get_check_runs())
+    assert [(r.name, r.status, r.conclusion) for r in runs] == [
+        ("Kustomize validation", "completed", "success")
+    ]
+    assert runs[0].output.title == "No overlay changed"
+    heads = httpx.get(f"{admin}/heads").json()
+    assert heads == {"main": sandbox.seed_sha, "promote/prod/v1.0.1": pr.head.sha}
+    assert httpx.get(f"{admin}/nothing").status_code == 404
