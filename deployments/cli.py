@@ -188,7 +188,9 @@ def approve(
         typer.echo(_run_url(api_url, run_id))
         return
     if result.status == "REJECT":
-        raise _fail(f"REJECT: the input was refused: {result.reason}. The run keeps waiting.")
+        raise _fail(
+            f"REJECT: the input was refused: {result.reason.removeprefix('Reason: ')}. The run keeps waiting."
+        )
     raise _fail(f"{result.status}: {result.reason or 'the run is not waiting for an approval'}")
 
 

@@ -1,4 +1,10 @@
-"""A real Prefect server, the work pool and a worker, shared by the deployment-machinery tests."""
+"""A real Prefect server, the sandbox, the work pool and one worker, shared by these tests.
+
+Two projects are deployed to the same pool: the real one (``prefect.yaml``: promote-release,
+rollback-release) and a toy (``toy/``: one approval gate, same form shape) for the machinery
+tests that must not depend on the pipeline. Their pull steps pin each project's directory, so
+one worker runs both.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +14,14 @@ from pathlib import Path
 
 import pytest
 
-from deployments.local import LocalPrefect, Worker, deploy, ensure_work_pool
+from deployments.local import (
+    LocalPrefect,
+    Worker,
+    deploy,
+    ensure_concurrency_limit,
+    ensure_work_pool,
+)
+from sandbox.launcher import Sandbox, start_sandbox
 
 TOY_PROJECT = Path(__file__).resolve().parent / "toy"
 
@@ -22,12 +35,20 @@ def local_prefect(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalPre
 
 
 @pytest.fixture(scope="session")
-def toy_worker(
-    local_prefect: LocalPrefect, tmp_path_factory: pytest.TempPathFactory
+def demo_sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
+    with start_sandbox(tmp_path_factory.mktemp("sandbox")) as sandbox:
+        yield sandbox
+
+
+@pytest.fixture(scope="session")
+def worker(
+    local_prefect: LocalPrefect, demo_sandbox: Sandbox, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Worker]:
-    """The toy project (one approval gate, same form shape as the real one) deployed and served."""
     ensure_work_pool(local_prefect.api_url)
-    deploy(local_prefect.env(), project_root=TOY_PROJECT)
+    ensure_concurrency_limit(local_prefect.api_url)
+    env = local_prefect.env(demo_sandbox.env())
+    deploy(env, project_root=TOY_PROJECT)
+    deploy(env, names=["promote-release", "rollback-release"])
     log = tmp_path_factory.mktemp("worker") / "worker.log"
-    with Worker(local_prefect.env(), cwd=TOY_PROJECT, log_path=log) as worker:
-        yield worker
+    with Worker(env, log_path=log) as running:
+        yield running

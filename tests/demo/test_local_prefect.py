@@ -40,12 +40,12 @@ def test_a_busy_port_is_reported_plainly(local_prefect: LocalPrefect) -> None:
 
 
 def test_deployed_run_pauses_and_resume_verdicts_come_from_the_body(
-    local_prefect: LocalPrefect, toy_worker: Worker
+    local_prefect: LocalPrefect, worker: Worker
 ) -> None:
     api = local_prefect.api_url
     run = start_run(api, "toy-release/toy-release", {"version": "v9.9.9"})
     paused = wait_for_run(api, run.id, timeout=90)
-    assert paused.paused, toy_worker.log_tail()
+    assert paused.paused, worker.log_tail()
     assert paused.pause_key == "qa-approval-0"
 
     rejected = resume_run(api, run.id, {"approved": True, "comment": "no approver given"})
@@ -59,6 +59,6 @@ def test_deployed_run_pauses_and_resume_verdicts_come_from_the_body(
     assert again.status == "ABORT"
 
     done = wait_for_run(api, run.id, until=lambda r: r.finished, timeout=90)
-    assert done.state_type == "COMPLETED", toy_worker.log_tail()
+    assert done.state_type == "COMPLETED", worker.log_tail()
     summary = read_artifact(api, run.id, "promotion-summary")
     assert summary is not None and "qa-bob" in summary
