@@ -1,0 +1,50 @@
+"""`make demo ARGS=--auto-approve` end to end, as a subprocess, and its plain failure modes."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+from deployments.local import PROJECT_ROOT
+from sandbox.http import free_port
+
+
+def _demo(*args: str, timeout: float = 400) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "deployments.demo", *args],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def test_auto_approved_demo_puts_v1_0_1_in_prod_and_exits_0(tmp_path: Path) -> None:
+    result = _demo("--auto-approve", "--port", str(free_port()), "--state-dir", str(tmp_path))
+    out = result.stdout
+    assert result.returncode == 0, out + result.stderr
+    assert "Waiting for the QA approval" in out and "Waiting for the PM approval" in out
+    assert "auto-approve as qa-alice: ACCEPT" in out
+    assert "auto-approve as pm-carol: ACCEPT" in out
+    assert "# Promotion of v1.0.1" in out
+    assert (
+        "OK: prod runs v1.0.1 (prod-microservices-demo: Synced/Healthy, 9 images at v1.0.1)" in out
+    )
+    # everything it started is gone: the recorded sandbox was removed on stop
+    assert not (tmp_path / "sandbox" / "sandbox.json").exists()
+
+
+def test_a_busy_prefect_port_is_reported_plainly(tmp_path: Path) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        port = sock.getsockname()[1]
+        result = _demo(
+            "--auto-approve", "--port", str(port), "--state-dir", str(tmp_path), timeout=60
+        )
+    assert result.returncode == 2
+    assert f"port {port} on 127.0.0.1 is already in use" in result.stderr
+    assert "Traceback" not in result.stderr
