@@ -211,12 +211,23 @@ def audit_drift(
     assert settings.argocd_token is not None
 
     selector = f"{environment_label} in ({','.join(envs)})"
+    phases: dict[str, float] = {}
+    mark = time.monotonic()
+
+    def phase(name: str) -> None:
+        nonlocal mark
+        now = time.monotonic()
+        phases[name] = now - mark
+        mark = now
+
     try:
         live = drift_tasks.list_live_apps(
             settings.argocd_url, settings.argocd_token, selector, environment_label
         )
+        phase("argocd")
         targets = _targets(envs, live, config, git_url)
         desired, heads = _read_desired(targets, settings)
+        phase("git")
     except (ArgoCDError, DriftAuditFailed) as exc:
         reason = str(exc)
         if isinstance(exc, ArgoCDError):
@@ -228,6 +239,7 @@ def audit_drift(
     )
 
     release = _release(config, settings, include_prereleases)
+    phase("registry")
     services = {image: service for service, image in config.images().items()}
     apps: list[AppDrift] = [
         classify(
@@ -245,17 +257,21 @@ def audit_drift(
     if release.error:
         notes.append(f"the newest release is unknown ({release.error}): not checked")
     audit = DriftAudit(tuple(envs), tuple(apps), release, heads, tuple(notes))
+    phase("classify")
     _publish(audit, envs)
+    phase("artifacts")
 
     for app in audit.drifting:
         logger.warning("Drift in %s/%s: %s", app.environment, app.app, "; ".join(app.findings))
     if emit_events and audit.drifting:
         drift_tasks.emit_drift_events(list(audit.drifting))
+    phase("events")
     logger.info(
-        "Drift audit of %s: %d of %d applications drift (%.2fs)",
+        "Drift audit of %s: %d of %d applications drift (%.2fs: %s)",
         ", ".join(envs),
         audit.drift_count,
         len(audit.apps),
         time.monotonic() - started,
+        ", ".join(f"{k} {v:.2f}s" for k, v in phases.items()),
     )
     return audit.drift_count

@@ -3,41 +3,59 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from prefect import flow, get_run_logger
 
 from flows.runtime import Runtime, load_runtime
 from promotion.config import Environment, Gate
-from promotion.github import NothingToPromote
+from promotion.github import HeadMoved, MergeRefused, NothingToPromote, PullRequestInfo
 from promotion.models import validate_version
+from promotion.report import EnvironmentReport
 from tasks import argocd as argo_tasks
 from tasks import github as gh_tasks
+
+MERGE_ATTEMPTS = 3
 
 
 class GateNotPassed(RuntimeError):
     """An environment whose gate needs an approval was asked to merge without one."""
 
 
-@dataclass(frozen=True)
+@dataclass
 class EnvironmentOutcome:
-    """Where one environment stands after ``promote_environment``."""
+    """Where one environment stands after ``run_environment`` (filled as the steps happen)."""
 
     env: str
     version: str
-    pr_number: int | None
-    pr_url: str | None
-    pr_reused: bool
-    head_sha: str | None
-    checks: str
-    merged: bool
-    merge_sha: str | None
-    deployed_revision: str | None
-    sync: str
-    health: str
-    history_id: int | None
-    seconds: float
-    note: str = ""
+    pr_number: int | None = None
+    pr_url: str | None = None
+    pr_reused: bool = False
+    head_sha: str | None = None
+    checks: str = "-"
+    merged: bool = False
+    merge_sha: str | None = None
+    deployed_revision: str | None = None
+    sync: str = "-"
+    health: str = "-"
+    history_id: int | None = None
+    seconds: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+    def record_into(self, report: EnvironmentReport, app: str) -> None:
+        report.pr_number, report.pr_url, report.pr_reused = (
+            self.pr_number,
+            self.pr_url,
+            self.pr_reused,
+        )
+        report.checks, report.merge_sha, report.argocd_app = self.checks, self.merge_sha, app
+        report.sync, report.health, report.history_id = self.sync, self.health, self.history_id
+        report.seconds, report.note = self.seconds, "; ".join(self.notes)
+
+
+def _take_pr(outcome: EnvironmentOutcome, pr: PullRequestInfo) -> None:
+    outcome.pr_number, outcome.pr_url, outcome.head_sha = pr.number, pr.url, pr.head_sha
+    outcome.pr_reused = outcome.pr_reused or not pr.created
 
 
 def run_environment(
@@ -47,97 +65,83 @@ def run_environment(
     *,
     merge: bool,
     approved_by: str | None = None,
+    outcome: EnvironmentOutcome | None = None,
     checks_timeout: float = 900.0,
     deploy_timeout: float = 600.0,
 ) -> EnvironmentOutcome:
-    """The steps of one environment; every step is idempotent, so a re-run finds its own work."""
+    """The steps of one environment; every step is idempotent, so a re-run finds its own work.
+
+    ``outcome`` is filled as the steps happen, so that a caller that catches a failure (a
+    Degraded deployment, say) still knows which PR merged as which commit.
+    """
     logger = get_run_logger()
     started = time.monotonic()
+    out = outcome if outcome is not None else EnvironmentOutcome(env.name, version)
     if merge and env.gate is Gate.PM_APPROVAL and not approved_by:
         raise GateNotPassed(
             f"{env.name} is gated by PM approval: it cannot be merged without an approver"
         )
-    gh = rt.github()
+    gh, argo, poll = rt.github(), rt.argocd(), rt.settings.poll_interval
+    required = rt.config.github.required_checks
     try:
         pr = gh_tasks.open_promotion_pr(gh, env, version, rt.config.images())
     except NothingToPromote:
         existing = gh_tasks.find_promotion_pr(gh, env.name, version)
         if existing is None or not existing.merged:
-            # The overlay already holds this version and no PR of ours merged it:
-            # nothing to merge; still confirm Argo CD runs what the branch says.
-            head = gh_tasks.branch_head(gh)
-            deployed = argo_tasks.confirm_deployed(
-                rt.argocd(), env.argocd_app, head, timeout=deploy_timeout
-            )
-            return EnvironmentOutcome(
-                env.name,
-                version,
-                None,
-                None,
-                False,
-                head,
-                "-",
-                False,
-                None,
-                deployed.revision,
-                "Synced",
-                deployed.health,
-                deployed.history_id,
-                time.monotonic() - started,
-                f"already at {version}",
-            )
-        pr = existing
-    logger.info("%s: PR #%s %s", env.name, pr.number, "found" if not pr.created else "opened")
-    if pr.merged:
-        checks = "passed (before merge)"
-        merge_sha = pr.merge_commit_sha
-    else:
-        result = gh_tasks.wait_for_checks(
-            gh, pr.number, rt.config.github.required_checks, timeout=checks_timeout
-        )
-        checks = result.describe()
-        if not merge:
-            return EnvironmentOutcome(
-                env.name,
-                version,
+            # The overlay already holds this version and no PR of ours merged it: nothing to
+            # merge; still confirm that Argo CD runs what the branch says.
+            out.notes.append(f"{env.name} was already at {version}; no PR needed")
+            pr = None
+        else:
+            pr = existing
+    if pr is not None:
+        _take_pr(out, pr)
+        logger.info("%s: PR #%s %s", env.name, pr.number, "opened" if pr.created else "found")
+    if pr is not None and not pr.merged:
+        for attempt in range(1, MERGE_ATTEMPTS + 1):
+            checks = gh_tasks.wait_for_checks(
+                gh,
                 pr.number,
-                pr.url,
-                not pr.created,
-                pr.head_sha,
-                checks,
-                False,
-                None,
-                None,
-                "-",
-                "-",
-                None,
-                time.monotonic() - started,
-                "waiting for approval",
+                required,
+                timeout=checks_timeout,
+                poll_interval=poll,
+                head_sha=pr.head_sha,
             )
-        merged = gh_tasks.merge(
-            gh, pr.number, rt.config.github.merge_method, expected_head_sha=pr.head_sha
-        )
-        merge_sha = merged.sha
-    assert merge_sha is not None
+            out.checks = checks.describe()
+            if not merge:
+                out.notes.append("waiting for approval")
+                out.seconds = time.monotonic() - started
+                return out
+            try:
+                merged = gh_tasks.merge(
+                    gh, pr.number, rt.config.github.merge_method, expected_head_sha=pr.head_sha
+                )
+            except (HeadMoved, MergeRefused) as exc:
+                # The base moved under the PR (another promotion merged first): rebuild the
+                # branch on the new base, re-check, and merge that; never merge a stale tree.
+                refreshed = gh_tasks.open_promotion_pr(gh, env, version, rt.config.images())
+                if refreshed.head_sha == pr.head_sha or attempt == MERGE_ATTEMPTS:
+                    raise
+                out.notes.append(f"PR rebuilt on the new base after: {exc}")
+                pr = refreshed
+                _take_pr(out, pr)
+                continue
+            out.merged, out.merge_sha = True, merged.sha
+            break
+        revision = out.merge_sha
+    elif pr is not None:
+        # Merged by an earlier attempt of this run (a re-run after a suspend or a crash).
+        out.checks, out.merged, out.merge_sha = "passed before the merge", True, pr.merge_commit_sha
+        revision = gh_tasks.branch_head(gh)
+    else:
+        revision = gh_tasks.branch_head(gh)
+    assert revision is not None
     deployed = argo_tasks.confirm_deployed(
-        rt.argocd(), env.argocd_app, merge_sha, timeout=deploy_timeout
+        argo, env.argocd_app, revision, timeout=deploy_timeout, poll_interval=poll
     )
-    return EnvironmentOutcome(
-        env.name,
-        version,
-        pr.number,
-        pr.url,
-        not pr.created,
-        pr.head_sha,
-        checks,
-        True,
-        merge_sha,
-        deployed.revision,
-        "Synced",
-        deployed.health,
-        deployed.history_id,
-        time.monotonic() - started,
-    )
+    out.deployed_revision, out.sync, out.health = deployed.revision, "Synced", deployed.health
+    out.history_id, out.seconds = deployed.history_id, time.monotonic() - started
+    return out
 
 
 @flow(name="promote-environment", log_prints=True, persist_result=True)

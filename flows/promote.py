@@ -29,11 +29,7 @@ class PromotionStopped(RuntimeError):
 
 
 def _record(report: RunReport, outcome: EnvironmentOutcome, app: str) -> None:
-    e = report.environment(outcome.env)
-    e.pr_number, e.pr_url, e.pr_reused = outcome.pr_number, outcome.pr_url, outcome.pr_reused
-    e.checks, e.merge_sha, e.argocd_app = outcome.checks, outcome.merge_sha, app
-    e.sync, e.health, e.history_id = outcome.sync, outcome.health, outcome.history_id
-    e.seconds, e.note = outcome.seconds, outcome.note
+    outcome.record_into(report.environment(outcome.env), app)
 
 
 def _record_decision(report: RunReport, decision: Decision, review: str | None = None) -> None:
@@ -162,6 +158,7 @@ def _qa_gate(
         initiator=initiator,
         description=description,
         timeout_seconds=timeout,
+        poll_interval=max(1, round(rt.settings.poll_interval)),
     )
     _record_decision(report, decision)
     if not decision.approved:
@@ -204,6 +201,7 @@ def _promote_gated(
         initiator=initiator,
         description=description,
         timeout_seconds=timeout,
+        poll_interval=max(1, round(rt.settings.poll_interval)),
     )
     review_note = None
     if decision.approved and rt.config.approvers.pm_requires_github_review:
@@ -228,11 +226,17 @@ def _promote_gated(
         gh_tasks.close(gh, proposal.pr_number)
         report.finish("rejected", reason)
         raise PromotionStopped(reason)
+    outcome = EnvironmentOutcome(env.name, version)
     with concurrency(PROD_LOCK, occupy=1, strict=True, timeout_seconds=3600):
         try:
-            outcome = run_environment(rt, env, version, merge=True, approved_by=decision.approver)
+            run_environment(
+                rt, env, version, merge=True, approved_by=decision.approver, outcome=outcome
+            )
         except DeploymentDegraded as exc:
+            _record(report, outcome, env.argocd_app)
+            report.environment(env.name).health = "Degraded"
             if auto_rollback == "off":
+                report.finish("failed", f"{env.name} is Degraded after the merge: {exc}")
                 raise
             report.notes.append(f"{env.name} turned Degraded after the merge: {exc}")
             rolled = run_rollback(rt, env, auto_rollback, to="previous")
@@ -248,7 +252,8 @@ def _promote_gated(
             )
             report.finish(
                 "rolled back",
-                f"{env.name} was Degraded after the merge and was rolled back by {auto_rollback}: {exc}",
+                f"{env.name} was Degraded after the merge and was rolled back by "
+                f"{auto_rollback}: {exc}",
             )
             raise PromotionStopped(report.reason) from exc
     _record(report, outcome, env.argocd_app)

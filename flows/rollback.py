@@ -41,7 +41,11 @@ def run_rollback(
         if to != "previous" and not to.isdigit():
             raise ValueError(f"an Argo CD rollback needs 'previous' or a history id, not {to!r}")
         rolled = argo_tasks.rollback(
-            argo, env.argocd_app, int(to) if to.isdigit() else "previous", timeout=deploy_timeout
+            argo,
+            env.argocd_app,
+            int(to) if to.isdigit() else "previous",
+            timeout=deploy_timeout,
+            poll_interval=rt.settings.poll_interval,
         )
         detail = (
             f"Argo CD rollback to history id {rolled.history_id}; auto-sync is now OFF for "
@@ -72,7 +76,13 @@ def run_rollback(
         before = argo_tasks.get_revision(argo, env.argocd_app)
         pr = gh_tasks.open_revert_pr(gh, number)
         if not pr.merged:
-            gh_tasks.wait_for_checks(gh, pr.number, rt.config.github.required_checks)
+            gh_tasks.wait_for_checks(
+                gh,
+                pr.number,
+                rt.config.github.required_checks,
+                poll_interval=rt.settings.poll_interval,
+                head_sha=pr.head_sha,
+            )
             merge_sha: str | None = gh_tasks.merge(
                 gh, pr.number, rt.config.github.merge_method, expected_head_sha=pr.head_sha
             ).sha
@@ -80,7 +90,11 @@ def run_rollback(
             merge_sha = pr.merge_commit_sha
         assert merge_sha is not None
         deployed = argo_tasks.confirm_deployed(
-            argo, env.argocd_app, merge_sha, timeout=deploy_timeout
+            argo,
+            env.argocd_app,
+            merge_sha,
+            timeout=deploy_timeout,
+            poll_interval=rt.settings.poll_interval,
         )
         return RollbackOutcome(
             env.name,

@@ -228,6 +228,7 @@ class Settings(BaseSettings):
     registry_password: SecretStr | None = None
     argocd_ui_url: str | None = None
     github_ui_url: str | None = None
+    poll_interval: float = Field(default=2.0, gt=0, le=60)  # seconds between status polls
 
     SECRET_BLOCKS: ClassVar[dict[str, str]] = {
         "github_token": "release-promotion-github-token",

@@ -46,6 +46,7 @@ def sandbox(
     with start_sandbox(tmp_path / "sandbox", reconcile_interval=180.0, health_delay=0.2) as box:
         for name, value in box.env().items():
             monkeypatch.setenv(name, value)
+        monkeypatch.setenv("RELEASE_PROMOTION_POLL_INTERVAL", "0.2")
         yield box
 
 
