@@ -208,7 +208,10 @@ def follow(prefect: LocalPrefect, run_id: str, config: PromotionConfig, args: An
             _say(f"\n>> Waiting for the {gate.upper()} approval ({key}).")
             description = keyset_description(prefect.api_url, run)
             if description:
-                _say("   " + description.strip().replace("\n", "\n   "))
+                # the heading and the links; the image table is in the UI form
+                lines = description.strip().splitlines()
+                head = [line for line in lines if not line.startswith("|")][:8]
+                _say("   " + "\n   ".join(head).rstrip())
         if args.auto_approve:
             approver = _approver_for(gate, config, args.initiator)
             result = resume_run(
@@ -230,7 +233,9 @@ def follow(prefect: LocalPrefect, run_id: str, config: PromotionConfig, args: An
             _say(
                 f"   Open {prefect.flow_run_url(run_id)} , click Resume, switch 'Approved' on,\n"
                 f"   choose an approver ({', '.join(_listed(gate, config))}; not the initiator"
-                f" {args.initiator}) and submit."
+                f" {args.initiator}) and submit.\n"
+                f"   Or: PREFECT_API_URL={prefect.api_url} release-promotion approve {run_id}"
+                f" --approver {_listed(gate, config)[0]}"
             )
             answered.add(key)  # wait for the state to change before announcing again
 
@@ -269,6 +274,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.auto_approve:
         args.exit_when_done = True
     signal.signal(signal.SIGTERM, _interrupt)
+    # Ctrl-C must stop everything even when started from a shell that ignores SIGINT.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         return run_demo(args)
     except KeyboardInterrupt:
