@@ -168,6 +168,7 @@ def _publish_failure(reason: str, envs: list[str]) -> None:
 @flow(name="audit-drift", log_prints=False)
 def audit_drift(
     environments: list[str] | None = None,
+    check_release: bool = True,
     behind_release_is_drift: bool = True,
     include_prereleases: bool = False,
     environment_label: str = "environment",
@@ -185,6 +186,7 @@ def audit_drift(
         environments: Environments to audit (default: ``["staging"]``). Their Argo CD
             Applications are those labelled ``<environment_label>=<environment>``, plus the
             application the promotion setup names for each.
+        check_release: Read the registry for the newest release (off: no "behind" check).
         behind_release_is_drift: Count an application that runs an older version than the
             newest complete release in the registry as drifting.
         include_prereleases: Let pre-release tags (``v1.2.0-rc.1``) count as the newest release.
@@ -238,7 +240,11 @@ def audit_drift(
         "Auditing %d applications of %s (Argo CD selector %r)", len(targets), envs, selector
     )
 
-    release = _release(config, settings, include_prereleases)
+    release = (
+        _release(config, settings, include_prereleases)
+        if check_release
+        else ReleaseInfo.unknown("not checked (check_release is off)")
+    )
     phase("registry")
     services = {image: service for service, image in config.images().items()}
     apps: list[AppDrift] = [
@@ -254,8 +260,10 @@ def audit_drift(
         for t in targets
     ]
     notes: list[str] = []
-    if release.error:
+    if release.error and check_release:
         notes.append(f"the newest release is unknown ({release.error}): not checked")
+    elif check_release and release.version is None:
+        notes.append("no release is published for every image in the registry: not checked")
     audit = DriftAudit(tuple(envs), tuple(apps), release, heads, tuple(notes))
     phase("classify")
     _publish(audit, envs)

@@ -10,7 +10,6 @@ here only, for failures the client calls transient. Nothing is cached: the audit
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
@@ -21,6 +20,8 @@ from promotion import gitops
 from promotion.argocd import AUTOSYNC_DISABLED_ANNOTATION, Application, ArgoCDClient
 from promotion.argocd import is_transient as argocd_transient
 from promotion.drift import AppDrift, LiveApp, ReleaseInfo
+from promotion.registry import RegistryClient, RepositoryNotFound
+from promotion.registry import is_transient as registry_transient
 from tasks.retry import RETRIES, RETRY_DELAYS, RETRY_JITTER, transient_only
 
 DRIFT_EVENT = "release-promotion.drift.detected"
@@ -96,21 +97,13 @@ def read_overlays(
     return gitops.read_files(repo_url, wanted, token, timeout=timeout)
 
 
-def _registry_transient(exc: BaseException) -> bool:
-    try:
-        from promotion.registry import is_transient
-    except ImportError:
-        return False
-    return bool(is_transient(exc))
-
-
 @task(
     name="newest-release",
     cache_policy=NO_CACHE,
     retries=RETRIES,
     retry_delay_seconds=RETRY_DELAYS,
     retry_jitter_factor=RETRY_JITTER,
-    retry_condition_fn=transient_only(_registry_transient),
+    retry_condition_fn=transient_only(registry_transient),
 )
 def newest_release(
     registry_url: str,
@@ -119,21 +112,17 @@ def newest_release(
     password: SecretStr | None = None,
     include_prereleases: bool = False,
 ) -> ReleaseInfo:
-    """The newest release published for every repository (one tag listing per repository)."""
-    from promotion.registry import RegistryClient
+    """The newest release published for every repository (one tag listing per repository).
 
-    kwargs: dict[str, Any] = {}
-    if username is not None:
-        kwargs["username"] = username
-    if password is not None:
-        kwargs["password"] = password
-    client = RegistryClient(registry_url, **kwargs)
-    try:
-        tags = {repo: list(client.list_tags(repo)) for repo in repositories}
-    finally:
-        close = getattr(client, "close", None)
-        if callable(close):
-            close()
+    A repository the registry does not know counts as one without tags.
+    """
+    tags: dict[str, list[str]] = {}
+    with RegistryClient(registry_url, username=username, password=password) as client:
+        for repo in repositories:
+            try:
+                tags[repo] = client.list_tags(repo)
+            except RepositoryNotFound:
+                tags[repo] = []
     return ReleaseInfo.from_tags(tags, include_prereleases)
 
 
