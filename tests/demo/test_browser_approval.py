@@ -86,8 +86,8 @@ def approve_in_browser(
             browser.close()
 
 
-def screenshot_finished_run(run_url: str, screenshot: Path) -> None:
-    """The finished run's page, on its Artifacts tab."""
+def screenshot_finished_run(run_url: str, screenshot: Path, summary_shot: Path) -> None:
+    """The finished run's page on its Artifacts tab, and the summary artifact itself."""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as pw:
@@ -98,8 +98,12 @@ def screenshot_finished_run(run_url: str, screenshot: Path) -> None:
             page.goto(run_url)
             page.get_by_text("Completed").first.wait_for()
             page.get_by_text("Artifacts", exact=True).first.click()
-            page.get_by_text("promotion-summary").first.wait_for()
+            card = page.locator("a", has_text="promotion-summary").first
+            card.wait_for()
             page.screenshot(path=str(screenshot), full_page=True)
+            card.click()
+            page.get_by_role("heading", name="Approvals").first.wait_for()
+            page.screenshot(path=str(summary_shot), full_page=True)
         finally:
             browser.close()
 
@@ -171,9 +175,10 @@ def test_qa_approves_in_the_prefect_ui_and_pm_from_the_cli(
     assert _prod_tags(demo_sandbox) == {VERSION}
 
     run_shot = tmp_path / "finished-run.png"
-    screenshot_finished_run(local_prefect.flow_run_url(run.id), run_shot)
-    assert run_shot.stat().st_size > 10_000
-    _keep([form_shot, run_shot])
+    summary_shot = tmp_path / "summary-artifact.png"
+    screenshot_finished_run(local_prefect.flow_run_url(run.id), run_shot, summary_shot)
+    assert run_shot.stat().st_size > 10_000 and summary_shot.stat().st_size > 10_000
+    _keep([form_shot, run_shot, summary_shot])
 
 
 def _argocd_env(sandbox: Sandbox) -> dict[str, str]:
