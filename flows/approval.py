@@ -20,6 +20,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.context import FlowRunContext
 from prefect.flow_runs import pause_flow_run, suspend_flow_run
 from prefect.input import RunInput
+from prefect.input.actions import read_flow_run_input
 from pydantic import Field, create_model
 
 from promotion.policy import check_approver, eligible_approvers
@@ -63,6 +64,19 @@ def approval_form(gate: str, eligible: Sequence[str]) -> type[ApprovalForm]:
     return model
 
 
+def recorded_answer(form: type[ApprovalForm], key: str) -> ApprovalForm | None:
+    """The answer already given at the wait ``key`` of this run, if any.
+
+    Prefect keeps every answer as a flow run input; reading it first makes a decision survive
+    a crash and a retry of the run (a retried run forgets which pauses already fired).
+    """
+    for state_name in ("suspended", "paused"):
+        value: Any = read_flow_run_input(f"{state_name}-{key}-response")
+        if value:
+            return form(**value)
+    return None
+
+
 def in_deployment() -> bool:
     context = FlowRunContext.get()
     return bool(context and context.flow_run and context.flow_run.deployment_id)
@@ -93,10 +107,14 @@ def request_approval(
     for attempt in range(MAX_REFUSALS):
         key = f"{gate}-approval-{attempt}"
         waiting = form.with_initial_data(description=description, approved=False)
-        logger.info("Waiting for the %s approval (approvers: %s)", gate, ", ".join(eligible))
-        if in_deployment():
+        answer = recorded_answer(form, key)
+        if answer is not None:
+            logger.info("Using the %s decision already given in this run", gate)
+        elif in_deployment():
+            logger.info("Waiting for the %s approval (approvers: %s)", gate, ", ".join(eligible))
             answer = suspend_flow_run(wait_for_input=waiting, timeout=timeout_seconds, key=key)
         else:
+            logger.info("Waiting for the %s approval (approvers: %s)", gate, ", ".join(eligible))
             answer = pause_flow_run(
                 wait_for_input=waiting,
                 timeout=timeout_seconds,
