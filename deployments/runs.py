@@ -98,14 +98,17 @@ _TRANSIENT = frozenset({502, 503, 504})
 
 
 def request_with_retry(http: httpx.Client, method: str, url: str, **kwargs: Any) -> httpx.Response:
-    """One API call, retried on 502/503/504 and connection errors (a busy SQLite server
-    answers 503 now and then); callers make non-idempotent calls safe with idempotency keys."""
+    """One API call, retried on 502/503/504 (a busy SQLite server answers 503 now and then)
+    and, twice, on connection errors; non-idempotent calls are made safe by the callers
+    (idempotency keys, verdicts read from the body)."""
     delay = 0.5
+    connect_failures = 0
     for attempt in range(6):
         try:
             response = http.request(method, url, **kwargs)
         except httpx.TransportError:
-            if attempt == 5:
+            connect_failures += 1
+            if attempt == 5 or connect_failures > 2:
                 raise
         else:
             if response.status_code not in _TRANSIENT or attempt == 5:
