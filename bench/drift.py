@@ -8,7 +8,7 @@ really made. Then it runs the ``audit_drift`` flow against a real Prefect server
 size, the applications, the seconds of the flow run and the calls (Argo CD, GitHub incl. git,
 registry). Figures only; nothing is asserted. The same world builder serves ``tests/drift``.
 
-    python -m bench.drift [--sizes 10,100,1000] [--drift-every 0]
+    python -m bench.drift [--sizes 10,100,1000] [--drift-every K] [--stock-emulator]
 """
 
 from __future__ import annotations
@@ -620,18 +620,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--drift-every", type=int, default=0, help="turn auto-sync off on every k-th application"
     )
+    parser.add_argument(
+        "--stock-emulator",
+        action="store_true",
+        help="use the stock Argo CD emulator (slow setup and list above ~100 applications)",
+    )
     args = parser.parse_args(argv)
     sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
     os.environ.setdefault("DO_NOT_TRACK", "1")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     if os.environ.get("PREFECT_API_URL"):
-        bench(sizes, args.drift_every)
+        bench(sizes, args.drift_every, not args.stock_emulator)
         return 0
     from deployments.local import LocalPrefect
 
     with LocalPrefect() as prefect, prefect.use():
         os.environ["PREFECT_API_URL"] = prefect.api_url
-        bench(sizes, args.drift_every)
+        bench(sizes, args.drift_every, not args.stock_emulator)
     return 0
 
 

@@ -13,7 +13,7 @@ import json
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
@@ -23,7 +23,9 @@ from bench.drift import DriftWorld, app_name, publish_release, run_audit
 from deployments.drift_automation import AUTOMATION_NAME, ensure_drift_automation
 from deployments.local import LocalPrefect
 from promotion.argocd import ArgoCDClient
-from tests.drift.conftest import Receiver
+
+if TYPE_CHECKING:
+    from tests.drift.conftest import Receiver
 
 pytestmark = pytest.mark.timeout(180)
 
