@@ -13,6 +13,7 @@ import json
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -237,3 +238,33 @@ def test_automation_calls_the_webhook_per_drifting_application(
         assert call["text"] == f"Drift in staging/{app_name(1)}: auto-sync disabled"
     finally:
         Automation.read(name=AUTOMATION_NAME).delete()
+
+
+def test_the_launchers_sandbox(drift_prefect: LocalPrefect, tmp_path: Path) -> None:
+    """``python -m sandbox up``'s state: staging at v1.0.0 while v1.0.1 is published."""
+    from bench.drift import pointed_at
+    from flows.drift import audit_drift
+    from sandbox.launcher import start_sandbox
+
+    with start_sandbox(tmp_path / "sandbox") as sandbox, pointed_at(sandbox.env()):
+        state = audit_drift(return_state=True)
+        assert state.result() == 1
+        rows = table()
+        assert classes(rows) == {"staging-microservices-demo": "behind newest release"}
+        assert {(r["live"], r["newest release"]) for r in rows} == {("v1.0.0", "v1.0.1")}
+        # Git against Argo CD only: nothing drifts.
+        assert audit_drift(behind_release_is_drift=False) == 0
+
+
+def test_calls_do_not_grow_with_applications(
+    drift_prefect: LocalPrefect, make_world: Callable[..., DriftWorld]
+) -> None:
+    """200 applications: still one Argo CD list, one git fetch, one tag list per image."""
+    world = make_world(200, fast_render=True, tags={150: {"frontend": "v1.0.0"}})
+    world.reset_calls()
+    state, _ = run_audit(world)
+    assert state.result() == 1
+    assert world.calls() == {"argocd": 1, "github": 3, "registry": 9}
+    rows = table()
+    assert len(rows) == 200 * 9
+    assert classes(rows)[app_name(150)] == "behind newest release"
