@@ -37,6 +37,7 @@ from tasks import drift as drift_tasks
 
 REPORT_KEY = "drift-report"
 TABLE_KEY = "drift-table"
+MAX_LOGGED = 50  # drifting applications logged one by one; the artifacts hold them all
 
 
 class DriftAuditFailed(RuntimeError):
@@ -269,8 +270,14 @@ def audit_drift(
     _publish(audit, envs)
     phase("artifacts")
 
-    for app in audit.drifting:
+    for app in audit.drifting[:MAX_LOGGED]:
         logger.warning("Drift in %s/%s: %s", app.environment, app.app, "; ".join(app.findings))
+    if audit.drift_count > MAX_LOGGED:
+        logger.warning(
+            "... and %d more drifting applications (see the %s artifact)",
+            audit.drift_count - MAX_LOGGED,
+            TABLE_KEY,
+        )
     if emit_events and audit.drifting:
         drift_tasks.emit_drift_events(list(audit.drifting))
     phase("events")

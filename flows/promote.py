@@ -256,4 +256,10 @@ def _promote_gated(
                 f"{auto_rollback}: {exc}",
             )
             raise PromotionStopped(report.reason) from exc
+    if outcome.head_sha != proposal.head_sha:
+        outcome.notes.append(
+            f"PR #{outcome.pr_number} was rebuilt on the current {rt.config.github.base_branch} "
+            f"after the approval (approved head {str(proposal.head_sha)[:12]}, merged head "
+            f"{str(outcome.head_sha)[:12]}, same new tags); its checks ran again"
+        )
     _record(report, outcome, env.argocd_app)
