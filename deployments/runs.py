@@ -24,6 +24,7 @@ __all__ = [
     "ResumeResult",
     "RunApiError",
     "RunView",
+    "find_artifact",
     "find_deployment",
     "keyset_description",
     "list_runs",
@@ -249,8 +250,8 @@ def keyset_description(api_url: str, run: RunView) -> str:
     return value if isinstance(value, str) else str(value)
 
 
-def read_artifact(api_url: str, run_id: str, key: str) -> str | None:
-    """The latest data of the artifact ``key`` of run ``run_id`` (None when absent)."""
+def find_artifact(api_url: str, run_id: str, key: str) -> dict[str, Any] | None:
+    """The latest artifact ``key`` of run ``run_id`` as the API returns it (None when absent)."""
     body = {
         "artifacts": {"key": {"any_": [key]}, "flow_run_id": {"any_": [run_id]}},
         "sort": "CREATED_DESC",
@@ -258,9 +259,14 @@ def read_artifact(api_url: str, run_id: str, key: str) -> str | None:
     }
     with _client(api_url) as http:
         found = _check(
-            request_with_retry(http, "POST", "artifacts/filter", json=body), f"read artifact {key}"
+            request_with_retry(http, "POST", "artifacts/filter", json=body),
+            f"read artifact {key}",
         )
-    if not found:
-        return None
-    data = found[0].get("data")
+    return dict(found[0]) if found else None
+
+
+def read_artifact(api_url: str, run_id: str, key: str) -> str | None:
+    """The data of the latest artifact ``key`` of run ``run_id`` (None when absent)."""
+    artifact = find_artifact(api_url, run_id, key)
+    data = artifact.get("data") if artifact else None
     return data if isinstance(data, str) else None

@@ -22,7 +22,7 @@ from typer.testing import CliRunner
 
 from deployments.cli import app
 from deployments.local import PROJECT_ROOT, LocalPrefect, Worker
-from deployments.runs import read_artifact, read_run, start_run, wait_for_run
+from deployments.runs import find_artifact, read_artifact, read_run, start_run, wait_for_run
 from sandbox.launcher import Sandbox
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -86,23 +86,24 @@ def approve_in_browser(
             browser.close()
 
 
-def screenshot_finished_run(run_url: str, screenshot: Path, summary_shot: Path) -> None:
-    """The finished run's page on its Artifacts tab, and the summary artifact itself."""
+def screenshot_finished_run(
+    run_url: str, artifact_url: str, screenshot: Path, summary_shot: Path
+) -> None:
+    """The finished run's page on its Artifacts tab, and the summary artifact's page."""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 1100})
-            page.set_default_timeout(60_000)
+            page.set_default_timeout(30_000)
             page.goto(run_url)
             page.get_by_text("Completed").first.wait_for()
             page.get_by_text("Artifacts", exact=True).first.click()
-            card = page.locator("a", has_text="promotion-summary").first
-            card.wait_for()
+            page.get_by_text("promotion-summary").first.wait_for()
             page.screenshot(path=str(screenshot), full_page=True)
-            card.click()
-            page.get_by_role("heading", name="Approvals").first.wait_for()
+            page.goto(artifact_url)
+            page.get_by_text("pm-carol").first.wait_for()
             page.screenshot(path=str(summary_shot), full_page=True)
         finally:
             browser.close()
@@ -176,7 +177,12 @@ def test_qa_approves_in_the_prefect_ui_and_pm_from_the_cli(
 
     run_shot = tmp_path / "finished-run.png"
     summary_shot = tmp_path / "summary-artifact.png"
-    screenshot_finished_run(local_prefect.flow_run_url(run.id), run_shot, summary_shot)
+    artifact = find_artifact(api, run.id, "promotion-summary")
+    assert artifact is not None
+    artifact_url = f"{local_prefect.ui_url}/artifacts/artifact/{artifact['id']}"
+    screenshot_finished_run(
+        local_prefect.flow_run_url(run.id), artifact_url, run_shot, summary_shot
+    )
     assert run_shot.stat().st_size > 10_000 and summary_shot.stat().st_size > 10_000
     _keep([form_shot, run_shot, summary_shot])
 
