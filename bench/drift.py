@@ -461,15 +461,20 @@ def build_world(
     gh.bind(gh_server.url)
 
     specs = [AppSpec(name=app_name(i), path=app_path(i), environment=ENVIRONMENT) for i in range(n)]
-    make = fast_argocd if fast_render else ArgoCDEmulator
-    argo = make(
-        bare,
-        [*specs, *extra_apps],
-        token=argocd_token,
-        reconcile_interval=reconcile_interval,
-        health_delay=health_delay,
-        repo_url=gh.git_url,
-    )
+    argo_kwargs: dict[str, Any] = {
+        "token": argocd_token,
+        "reconcile_interval": reconcile_interval,
+        "health_delay": health_delay,
+        "repo_url": gh.git_url,
+    }
+    argo: Any = None
+    if fast_render:
+        try:
+            argo = fast_argocd(bare, [*specs, *extra_apps], **argo_kwargs)
+        except (AttributeError, TypeError) as exc:  # the emulator's internals moved on
+            print(f"fast Argo CD emulator unavailable ({exc!r}): using the stock one")
+    if argo is None:
+        argo = ArgoCDEmulator(bare, [*specs, *extra_apps], **argo_kwargs)
     argo_counter = CountingASGI(argo.app, lambda p: "api" if p.startswith("/api/") else "")
     argo_server = serve_in_thread(argo_counter)
     servers.append(argo_server)

@@ -259,12 +259,12 @@ def test_the_launchers_sandbox(drift_prefect: LocalPrefect, tmp_path: Path) -> N
 def test_calls_do_not_grow_with_applications(
     drift_prefect: LocalPrefect, make_world: Callable[..., DriftWorld]
 ) -> None:
-    """200 applications: still one Argo CD list, one git fetch, one tag list per image."""
-    world = make_world(200, fast_render=True, tags={150: {"frontend": "v1.0.0"}})
+    """60 applications: still one Argo CD list, one git fetch, one tag list per image."""
+    world = make_world(60, tags={50: {"frontend": "v1.0.0"}})
     world.reset_calls()
     state, _ = run_audit(world)
     assert state.result() == 1
     assert world.calls() == {"argocd": 1, "github": 3, "registry": 9}
     rows = table()
-    assert len(rows) == 200 * 9
-    assert classes(rows)[app_name(150)] == "behind newest release"
+    assert len(rows) == 60 * 9
+    assert classes(rows)[app_name(50)] == "behind newest release"
