@@ -18,6 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
@@ -391,6 +392,8 @@ class Worker:
         cwd: working directory (default: the project root).
         log_path: where its output goes (default: a temporary file).
         query_seconds: how often it polls for runs (``PREFECT_WORKER_QUERY_SECONDS``).
+        name: the worker's name (default: a unique one; ``start`` waits until the server has
+            seen this name poll the pool).
     """
 
     def __init__(
@@ -411,7 +414,8 @@ class Worker:
         }
         self.pool = pool
         self.cwd = Path(cwd)
-        self.name = name
+        # A unique name, so readiness means *this* worker polled (not one seen before).
+        self.name = name or f"release-promotion-{uuid.uuid4().hex[:8]}"
         if log_path is None:
             fd, tmp = tempfile.mkstemp(prefix="prefect-worker-", suffix=".log")
             os.close(fd)
@@ -425,8 +429,7 @@ class Worker:
         if self.process is not None:
             return self
         args = [*prefect_command(), "worker", "start", "--pool", self.pool, "--type", "process"]
-        if self.name:
-            args += ["--name", self.name]
+        args += ["--name", self.name]
         self._log = self.log_path.open("ab")
         self.process = subprocess.Popen(
             args,
@@ -455,7 +458,9 @@ class Worker:
                     response = http.post(
                         f"{api_url}/work_pools/{self.pool}/workers/filter", json={}
                     )
-                    if response.status_code == 200 and response.json():
+                    if response.status_code == 200 and any(
+                        w.get("name") == self.name for w in response.json()
+                    ):
                         return
                 except httpx.HTTPError:
                     pass
