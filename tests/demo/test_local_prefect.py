@@ -7,10 +7,12 @@ import pytest
 
 from deployments.local import (
     PROD_CONCURRENCY_LIMIT,
+    PROJECT_ROOT,
     WORK_POOL,
     LocalPrefect,
     PortInUse,
     Worker,
+    deploy,
     ensure_concurrency_limit,
     ensure_work_pool,
 )
@@ -62,3 +64,29 @@ def test_deployed_run_pauses_and_resume_verdicts_come_from_the_body(
     assert done.state_type == "COMPLETED", worker.log_tail()
     summary = read_artifact(api, run.id, "promotion-summary")
     assert summary is not None and "qa-bob" in summary
+
+
+def test_prefect_yaml_deploys_the_three_deployments_on_the_process_pool(
+    local_prefect: LocalPrefect,
+) -> None:
+    ensure_work_pool(local_prefect.api_url)
+    deploy(local_prefect.env())
+    found = httpx.post(f"{local_prefect.api_url}/deployments/filter", json={}).json()
+    by_name = {d["name"]: d for d in found}
+    expected = {
+        "promote-release": "flows/promote.py:promote_release",
+        "rollback-release": "flows/rollback.py:rollback_release",
+        "audit-staging-drift": "flows/drift.py:audit_drift",
+    }
+    for name, entrypoint in expected.items():
+        dep = by_name[name]
+        assert dep["entrypoint"] == entrypoint
+        assert dep["work_pool_name"] == WORK_POOL
+        step = dep["pull_steps"][0]["prefect.deployments.steps.set_working_directory"]
+        assert step["directory"] == str(PROJECT_ROOT)
+    schedules = by_name["audit-staging-drift"]["schedules"]
+    assert [(s["schedule"]["cron"], s["schedule"]["timezone"], s["active"]) for s in schedules] == [
+        ("*/30 * * * *", "UTC", True)
+    ]
+    promote_params = by_name["promote-release"]["parameter_openapi_schema"]["properties"]
+    assert {"version", "initiator"} <= set(promote_params)
