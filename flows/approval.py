@@ -18,6 +18,7 @@ from typing import Any, Literal
 from prefect import get_run_logger
 from prefect.artifacts import create_markdown_artifact
 from prefect.context import FlowRunContext
+from prefect.exceptions import FlowPauseTimeout
 from prefect.flow_runs import pause_flow_run, suspend_flow_run
 from prefect.input import RunInput
 from prefect.input.actions import read_flow_run_input
@@ -27,6 +28,10 @@ from promotion.policy import check_approver, eligible_approvers
 
 DEFAULT_APPROVAL_TIMEOUT = 3 * 24 * 3600
 MAX_REFUSALS = 20
+
+
+class ApprovalExpired(RuntimeError):
+    """Nobody decided at a gate in time; the run ends and merges nothing more."""
 
 
 class ApprovalForm(RunInput):
@@ -115,12 +120,18 @@ def request_approval(
             answer = suspend_flow_run(wait_for_input=waiting, timeout=timeout_seconds, key=key)
         else:
             logger.info("Waiting for the %s approval (approvers: %s)", gate, ", ".join(eligible))
-            answer = pause_flow_run(
-                wait_for_input=waiting,
-                timeout=timeout_seconds,
-                poll_interval=poll_interval,
-                key=key,
-            )
+            try:
+                answer = pause_flow_run(
+                    wait_for_input=waiting,
+                    timeout=timeout_seconds,
+                    poll_interval=poll_interval,
+                    key=key,
+                )
+            except FlowPauseTimeout as exc:
+                raise ApprovalExpired(
+                    f"the {gate} approval was not given within {timeout_seconds} s; "
+                    "the promotion stopped there and merged nothing more"
+                ) from exc
         refusal = check_approver(gate, answer.approver, listed, initiator)
         if refusal is None:
             logger.info(

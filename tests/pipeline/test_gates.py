@@ -110,3 +110,17 @@ def test_missing_release_image_stops_before_any_pr(
     assert "cartservice" not in final.message.split("missing", 1)[-1]
     assert pulls(sandbox) == []
     assert sandbox.github.branches().keys() == {"main"}
+
+
+def test_expired_approval_ends_the_run_and_merges_nothing(
+    sandbox: Sandbox, prefect_server: LocalPrefect, run_in_background: Callable[..., BackgroundRun]
+) -> None:
+    run = run_in_background(
+        promote_release, version="v1.0.1", initiator=INITIATOR, approval_timeout_seconds=3
+    )
+    final = run.join()
+    assert final.state_type == "FAILED"
+    # Prefect fails a timed-out pause with its own message; the summary says what happened.
+    assert tags(sandbox, PROD) == {"v1.0.0"}
+    summary = read_artifact(prefect_server.api_url, run.run_id, "promotion-summary")
+    assert summary is not None and "not given within 3 s" in summary
