@@ -1,7 +1,7 @@
 """A real Prefect server, the sandbox, the work pool and one worker, shared by these tests.
 
 Two projects are deployed to the same pool: the real one (``prefect.yaml``: promote-release,
-rollback-release) and a toy (``toy/``: one approval gate, same form shape) for the machinery
+rollback-release, audit-staging-drift) and a toy (``toy/``: one approval gate, same form shape) for the machinery
 tests that must not depend on the pipeline. Their pull steps pin each project's directory, so
 one worker runs both.
 """
@@ -48,7 +48,7 @@ def worker(
     ensure_concurrency_limit(local_prefect.api_url)
     env = local_prefect.env(demo_sandbox.env())
     deploy(env, project_root=TOY_PROJECT)
-    deploy(env, names=["promote-release", "rollback-release"])
+    deploy(env)  # the real prefect.yaml, every deployment
     log = tmp_path_factory.mktemp("worker") / "worker.log"
     with Worker(env, log_path=log) as running:
         yield running

@@ -12,7 +12,6 @@ from deployments.local import (
     LocalPrefect,
     PortInUse,
     Worker,
-    deploy,
     ensure_concurrency_limit,
     ensure_work_pool,
 )
@@ -67,10 +66,9 @@ def test_deployed_run_pauses_and_resume_verdicts_come_from_the_body(
 
 
 def test_prefect_yaml_deploys_the_three_deployments_on_the_process_pool(
-    local_prefect: LocalPrefect,
+    local_prefect: LocalPrefect, worker: Worker
 ) -> None:
-    ensure_work_pool(local_prefect.api_url)
-    deploy(local_prefect.env())
+    # the `worker` fixture ran `deploy(env)` from the project root, as `make demo` does
     found = httpx.post(f"{local_prefect.api_url}/deployments/filter", json={}).json()
     by_name = {d["name"]: d for d in found}
     expected = {
