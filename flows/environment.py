@@ -41,6 +41,7 @@ class EnvironmentOutcome:
     history_id: int | None = None
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
+    pr: PullRequestInfo | None = None
 
     def record_into(self, report: EnvironmentReport, app: str) -> None:
         report.pr_number, report.pr_url, report.pr_reused = (
@@ -54,7 +55,8 @@ class EnvironmentOutcome:
 
 
 def _take_pr(outcome: EnvironmentOutcome, pr: PullRequestInfo) -> None:
-    outcome.pr_number, outcome.pr_url, outcome.head_sha = pr.number, pr.url, pr.head_sha
+    outcome.pr, outcome.pr_number, outcome.pr_url = pr, pr.number, pr.url
+    outcome.head_sha = pr.head_sha
     outcome.pr_reused = outcome.pr_reused or not pr.created
 
 
@@ -66,13 +68,16 @@ def run_environment(
     merge: bool,
     approved_by: str | None = None,
     outcome: EnvironmentOutcome | None = None,
+    checked_pr: PullRequestInfo | None = None,
     checks_timeout: float = 900.0,
     deploy_timeout: float = 600.0,
 ) -> EnvironmentOutcome:
     """The steps of one environment; every step is idempotent, so a re-run finds its own work.
 
     ``outcome`` is filled as the steps happen, so that a caller that catches a failure (a
-    Degraded deployment, say) still knows which PR merged as which commit.
+    Degraded deployment, say) still knows which PR merged as which commit. ``checked_pr`` is a
+    PR whose checks this run already saw pass (the proposal before an approval): it is merged at
+    exactly that head, and only rebuilt and re-checked if GitHub refuses the merge.
     """
     logger = get_run_logger()
     started = time.monotonic()
@@ -84,7 +89,7 @@ def run_environment(
     gh, argo, poll = rt.github(), rt.argocd(), rt.settings.poll_interval
     required = rt.config.github.required_checks
     try:
-        pr = gh_tasks.open_promotion_pr(gh, env, version, rt.config.images())
+        pr = checked_pr or gh_tasks.open_promotion_pr(gh, env, version, rt.config.images())
     except NothingToPromote:
         existing = gh_tasks.find_promotion_pr(gh, env.name, version)
         if existing is None or not existing.merged:
@@ -98,16 +103,18 @@ def run_environment(
         _take_pr(out, pr)
         logger.info("%s: PR #%s %s", env.name, pr.number, "opened" if pr.created else "found")
     if pr is not None and not pr.merged:
+        checked = checked_pr is not None
         for attempt in range(1, MERGE_ATTEMPTS + 1):
-            checks = gh_tasks.wait_for_checks(
-                gh,
-                pr.number,
-                required,
-                timeout=checks_timeout,
-                poll_interval=poll,
-                head_sha=pr.head_sha,
-            )
-            out.checks = checks.describe()
+            if not checked:
+                checks = gh_tasks.wait_for_checks(
+                    gh,
+                    pr.number,
+                    required,
+                    timeout=checks_timeout,
+                    poll_interval=poll,
+                    head_sha=pr.head_sha,
+                )
+                out.checks = checks.describe()
             if not merge:
                 out.notes.append("waiting for approval")
                 out.seconds = time.monotonic() - started
@@ -125,6 +132,7 @@ def run_environment(
                 out.notes.append(f"PR rebuilt on the new base after: {exc}")
                 pr = refreshed
                 _take_pr(out, pr)
+                checked = False
                 continue
             out.merged, out.merge_sha = True, merged.sha
             break

@@ -226,11 +226,17 @@ def _promote_gated(
         gh_tasks.close(gh, proposal.pr_number)
         report.finish("rejected", reason)
         raise PromotionStopped(reason)
-    outcome = EnvironmentOutcome(env.name, version)
+    outcome = EnvironmentOutcome(env.name, version, checks=proposal.checks)
     with concurrency(PROD_LOCK, occupy=1, strict=True, timeout_seconds=3600):
         try:
             run_environment(
-                rt, env, version, merge=True, approved_by=decision.approver, outcome=outcome
+                rt,
+                env,
+                version,
+                merge=True,
+                approved_by=decision.approver,
+                outcome=outcome,
+                checked_pr=proposal.pr,
             )
         except DeploymentDegraded as exc:
             _record(report, outcome, env.argocd_app)
