@@ -94,7 +94,7 @@ def request_approval(
     initiator: str | None,
     description: str,
     timeout_seconds: int = DEFAULT_APPROVAL_TIMEOUT,
-    poll_interval: int = 2,
+    poll_interval: float = 2.0,
 ) -> Decision:
     """Wait for an eligible person's decision at ``gate`` and return it.
 
@@ -121,10 +121,12 @@ def request_approval(
         else:
             logger.info("Waiting for the %s approval (approvers: %s)", gate, ", ".join(eligible))
             try:
+                # Prefect types poll_interval as int but sleeps with anyio: fractions work.
+                poll: Any = poll_interval
                 answer = pause_flow_run(
                     wait_for_input=waiting,
                     timeout=timeout_seconds,
-                    poll_interval=poll_interval,
+                    poll_interval=poll,
                     key=key,
                 )
             except FlowPauseTimeout as exc:

@@ -158,7 +158,7 @@ def _qa_gate(
         initiator=initiator,
         description=description,
         timeout_seconds=timeout,
-        poll_interval=max(1, round(rt.settings.poll_interval)),
+        poll_interval=rt.settings.poll_interval,
     )
     _record_decision(report, decision)
     if not decision.approved:
@@ -201,7 +201,7 @@ def _promote_gated(
         initiator=initiator,
         description=description,
         timeout_seconds=timeout,
-        poll_interval=max(1, round(rt.settings.poll_interval)),
+        poll_interval=rt.settings.poll_interval,
     )
     review_note = None
     if decision.approved and rt.config.approvers.pm_requires_github_review:
