@@ -11,7 +11,7 @@ more on arrival; a refused input is recorded and the gate waits again under a ne
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -24,7 +24,7 @@ from prefect.input import RunInput
 from prefect.input.actions import read_flow_run_input
 from pydantic import Field, create_model
 
-from promotion.policy import check_approver, eligible_approvers
+from promotion.policy import Refusal, check_approver, eligible_approvers
 
 DEFAULT_APPROVAL_TIMEOUT = 3 * 24 * 3600
 MAX_REFUSALS = 20
@@ -48,6 +48,11 @@ class Decision:
     approved: bool
     approver: str
     comment: str
+    evidence: str | None = None  # what else confirmed it (an approving GitHub review, say)
+
+
+Verifier = Callable[[ApprovalForm], "tuple[str | None, str | None]"]
+"""Checks an approving answer further: returns (refusal reason or None, evidence or None)."""
 
 
 def approval_form(gate: str, eligible: Sequence[str]) -> type[ApprovalForm]:
@@ -95,6 +100,7 @@ def request_approval(
     description: str,
     timeout_seconds: int = DEFAULT_APPROVAL_TIMEOUT,
     poll_interval: float = 2.0,
+    verify: Verifier | None = None,
 ) -> Decision:
     """Wait for an eligible person's decision at ``gate`` and return it.
 
@@ -105,6 +111,8 @@ def request_approval(
         description: markdown shown above the form (version, changes, links).
         timeout_seconds: how long to wait before the run fails with nothing merged.
         poll_interval: seconds between checks for an answer when paused in-process.
+        verify: a further check of an approving answer (for instance an approving GitHub
+            review by the same person); a refusal keeps the gate waiting, with the reason.
     """
     logger = get_run_logger()
     eligible = eligible_approvers(gate, listed, initiator)
@@ -135,6 +143,11 @@ def request_approval(
                     "the promotion stopped there and merged nothing more"
                 ) from exc
         refusal = check_approver(gate, answer.approver, listed, initiator)
+        evidence = None
+        if refusal is None and answer.approved and verify is not None:
+            reason, evidence = verify(answer)
+            if reason is not None:
+                refusal = Refusal(answer.approver, reason)
         if refusal is None:
             logger.info(
                 "%s gate %s by %s",
@@ -142,7 +155,9 @@ def request_approval(
                 "approved" if answer.approved else "rejected",
                 answer.approver,
             )
-            return Decision(gate, answer.approved, answer.approver.strip(), answer.comment)
+            return Decision(
+                gate, answer.approved, answer.approver.strip(), answer.comment, evidence
+            )
         logger.warning("Refused %s input: %s; waiting again", gate, refusal.reason)
         create_markdown_artifact(
             markdown=f"**{gate} approval refused:** {refusal.reason}. The run keeps waiting.",

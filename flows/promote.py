@@ -9,7 +9,13 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 from prefect.concurrency.sync import concurrency
 
-from flows.approval import DEFAULT_APPROVAL_TIMEOUT, Decision, request_approval
+from flows.approval import (
+    DEFAULT_APPROVAL_TIMEOUT,
+    ApprovalForm,
+    Decision,
+    Verifier,
+    request_approval,
+)
 from flows.environment import EnvironmentOutcome, run_environment
 from flows.rollback import run_rollback
 from flows.runtime import Runtime, load_runtime, publish_report
@@ -170,6 +176,22 @@ def _qa_gate(
     return decision
 
 
+def _github_review_check(rt: Runtime, pr_number: int) -> Verifier:
+    """The PM's approval must also be an approving review of the PR on GitHub, by the same PM."""
+
+    def verify(answer: ApprovalForm) -> tuple[str | None, str | None]:
+        review = gh_tasks.find_approving_review(rt.github(), pr_number, [answer.approver])
+        if review is None:
+            return (
+                f"{answer.approver} has not approved PR #{pr_number} on GitHub (the PM gate "
+                "needs an approving review on the PR's current head by the same person)",
+                None,
+            )
+        return None, f"{review.login} approved PR #{pr_number} on GitHub"
+
+    return verify
+
+
 def _promote_gated(
     rt: Runtime,
     env: Environment,
@@ -195,28 +217,19 @@ def _promote_gated(
         f"QA approved {version}. Merging PR #{proposal.pr_number} deploys it to **{env.name}**. "
         f"Checks: {proposal.checks}.\n\n{_links(rt, env, proposal.pr_url)}\n\n```diff\n{diff}```"
     )
+    verify = None
+    if rt.config.approvers.pm_requires_github_review and proposal.pr_number is not None:
+        verify = _github_review_check(rt, proposal.pr_number)
     decision = request_approval(
         "pm",
+        verify=verify,
         listed=rt.config.approvers.pm,
         initiator=initiator,
         description=description,
         timeout_seconds=timeout,
         poll_interval=rt.settings.poll_interval,
     )
-    review_note = None
-    if decision.approved and rt.config.approvers.pm_requires_github_review:
-        assert proposal.pr_number is not None
-        review = gh_tasks.find_approving_review(gh, proposal.pr_number, rt.config.approvers.pm)
-        if review is None:
-            decision = Decision(
-                "pm",
-                False,
-                decision.approver,
-                "no approving GitHub review from a listed PM on the PR head",
-            )
-        else:
-            review_note = f"{review.login} approved on GitHub"
-    _record_decision(report, decision, review_note)
+    _record_decision(report, decision, decision.evidence)
     if not decision.approved:
         reason = (
             f"PM ({decision.approver}) rejected {version}: {decision.comment or 'no reason given'}"

@@ -5,11 +5,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+import httpx
+
 from deployments.local import LocalPrefect
 from deployments.runs import read_artifact, resume_run
 from flows.promote import promote_release
 from pipeline.conftest import BackgroundRun
 from pipeline.helpers import INITIATOR, PROD, STAGING, comments, decide, pulls, tags
+from promotion.config import DEFAULT_CONFIG
 from sandbox.launcher import Sandbox
 from sandbox.seed import git
 
@@ -124,3 +127,43 @@ def test_expired_approval_ends_the_run_and_merges_nothing(
     assert tags(sandbox, PROD) == {"v1.0.0"}
     summary = read_artifact(prefect_server.api_url, run.run_id, "promotion-summary")
     assert summary is not None and "not given within 3 s" in summary
+
+
+def test_pm_gate_can_require_an_approving_github_review(
+    sandbox: Sandbox,
+    tmp_path: Path,
+    prefect_server: LocalPrefect,
+    run_in_background: Callable[..., BackgroundRun],
+) -> None:
+    api = prefect_server.api_url
+    setup = tmp_path / "promotion.yaml"
+    setup.write_text(
+        DEFAULT_CONFIG.read_text().replace(
+            "pm_requires_github_review: false", "pm_requires_github_review: true"
+        )
+    )
+    run = run_in_background(
+        promote_release, version="v1.0.1", initiator=INITIATOR, config_file=str(setup)
+    )
+    decide(api, run, "qa", "qa-alice")
+    # The form alone is not enough: pm-carol has not approved the PR on GitHub yet.
+    decide(api, run, "pm", "pm-carol", comment="approved in the form only")
+    waiting = run.wait_paused("pm-approval-1")
+    assert waiting.paused, waiting
+    assert tags(sandbox, PROD) == {"v1.0.0"}
+    refused = read_artifact(api, run.run_id, "pm-approval-refused")
+    assert refused is not None and "has not approved PR" in refused
+
+    (prod_pr,) = [p for p in pulls(sandbox) if p["head"]["ref"].startswith("promote/prod/")]
+    review = httpx.post(
+        f"{sandbox.info.github_url}/repos/{sandbox.info.repo}/pulls/{prod_pr['number']}/reviews",
+        json={"event": "APPROVE", "body": "LGTM"},
+        headers={"Authorization": f"token {sandbox.info.reviewer_tokens['pm-carol']}"},
+    )
+    assert review.status_code == 200, review.text
+    decide(api, run, "pm", "pm-carol", comment="approved on GitHub too")
+    final = run.join()
+    assert final.state_type == "COMPLETED", final.message
+    assert tags(sandbox, PROD) == {"v1.0.1"}
+    summary = read_artifact(api, run.run_id, "promotion-summary")
+    assert summary is not None and "pm-carol approved PR" in summary
