@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from prefect.logging.handlers import APILogWorker
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from deployments.local import LocalPrefect, ensure_concurrency_limit
@@ -33,6 +34,7 @@ def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalPr
         ensure_concurrency_limit(server.api_url)
         with temporary_settings(updates={PREFECT_API_URL: server.api_url}):
             yield server
+            APILogWorker.drain_all(timeout=5)  # send the last run logs while the server listens
         if previous is None:
             os.environ.pop("PREFECT_API_URL", None)
         else:
