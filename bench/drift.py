@@ -8,7 +8,7 @@ really made. Then it runs the ``audit_drift`` flow against a real Prefect server
 size, the applications, the seconds of the flow run and the calls (Argo CD, GitHub incl. git,
 registry). Figures only; nothing is asserted. The same world builder serves ``tests/drift``.
 
-    python -m bench.drift [--sizes 10,100,1000] [--drift-every K] [--stock-emulator]
+    python -m bench.drift [--sizes 10,100,1000] [--drift-every K]
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ import secrets
 import shutil
 import sys
 import tempfile
-import threading
 import time
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
@@ -95,157 +94,6 @@ class CountingProxy:
         out.append((b"content-length", str(len(response.content)).encode()))
         await send({"type": "http.response.start", "status": response.status_code, "headers": out})
         await send({"type": "http.response.body", "body": response.content})
-
-
-# -- a faster render for large worlds -----------------------------------------------------------
-
-
-def fast_argocd(bare: Path, applications: Sequence[Any], token: str, **kwargs: Any) -> Any:
-    """An ``ArgoCDEmulator`` whose renders extract each commit once, not once per application.
-
-    The stock emulator runs ``git archive`` of the whole commit and extracts it for every
-    (commit, path) it renders: with N overlays in one commit that is O(N) per application and
-    O(N^2) to start (47 s at 100 applications here). And every read re-parses the deployed
-    manifests with pure-Python YAML: about 50 ms per application, so one list call of 1,000
-    applications takes close to a minute inside the emulator. Both would time the emulator, not
-    the audit. This keeps the emulator's HTTP face and state machine and caches the extracted
-    tree per commit and the parsed resources per render; the audit makes the same calls.
-    """
-    import io
-    import tarfile
-    from concurrent.futures import ThreadPoolExecutor
-
-    import yaml
-
-    from promotion.kustomize import KustomizeRenderFailed, render
-    from sandbox.argocd import ArgoCDEmulator
-    from sandbox.argocd import core as argo_core
-    from sandbox.argocd.api import ArgoCDApp
-
-    class TreeCachingState(argo_core.ArgoCDState):
-        def __init__(self, *args: Any, **kw: Any) -> None:
-            self._trees: dict[str, Path] = {}
-            self._parsed: dict[int, list[dict[str, Any]]] = {}
-            self._warmed = False
-            self._tree_lock = threading.Lock()
-            self._tree_root = Path(tempfile.mkdtemp(prefix="argocd-trees-"))
-            super().__init__(*args, **kw)
-
-        def _tree(self, sha: str) -> Path:
-            with self._tree_lock:  # one extraction per commit, never read half-written
-                tree = self._trees.get(sha)
-                if tree is None:
-                    tree = self._tree_root / sha
-                    archive = self._git("archive", "--format=tar", sha)
-                    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
-                        tar.extractall(tree, filter="data")
-                    self._trees[sha] = tree
-                return tree
-
-        def _initial_sync(self, app: Any) -> None:
-            if not self._warmed:
-                # Render every Application's path of the head once, in parallel.
-                self._warmed = True
-                jobs = {
-                    (self._resolve(a.spec["source"]["targetRevision"]), a.spec["source"]["path"])
-                    for a in self._apps.values()
-                }
-                with ThreadPoolExecutor(max_workers=4) as pool:
-                    list(pool.map(lambda job: self._render(*job), sorted(jobs)))
-            super()._initial_sync(app)
-
-        def _render(self, sha: str, path: str, *, fresh: bool = False) -> Any:
-            key = (sha, path)
-            with self._lock:
-                cached = self._render_cache.get(key)
-            if cached is not None and not fresh:
-                return cached
-            tree = self._tree(sha)
-            target = tree / path
-            resources: list[dict[str, Any]] = []
-            try:
-                if not target.is_dir():
-                    raise KustomizeRenderFailed(f"{path}: app path does not exist")
-                manifests = render(target)
-            except KustomizeRenderFailed as exc:
-                message = str(exc).replace(str(tree) + "/", "").replace(str(tree), ".")
-                rendered = argo_core._Rendered(sha, None, message)
-            else:
-                images, resources = _parse_manifests(manifests)
-                rendered = argo_core._Rendered(sha, manifests, None, images)
-            with self._lock:
-                self.counters["renders"] += 1
-                self._parsed[id(rendered)] = resources
-                self._render_cache[key] = rendered
-            return rendered
-
-        def _to_json(self, app: Any) -> dict[str, Any]:
-            # The stock one re-parses the deployed manifests (pure-Python YAML) on every read:
-            # about 50 ms per application and list call. Parsed once per render here.
-            deployed = app.deployed
-            if deployed is None or id(deployed) not in self._parsed:
-                return dict(super()._to_json(app))
-            app.deployed = None
-            try:
-                doc = dict(super()._to_json(app))
-            finally:
-                app.deployed = deployed
-            statuses = []
-            for res in self._parsed[id(deployed)]:
-                item = {**res, "status": app.sync_status}
-                if res["kind"] in argo_core.WORKLOAD_KINDS:
-                    item["health"] = {"status": app.health_status}
-                elif res["kind"] == "Service":
-                    item["health"] = {"status": "Healthy"}
-                statuses.append(item)
-            doc["status"]["summary"] = {"images": list(deployed.images)}
-            doc["status"]["resources"] = statuses
-            return doc
-
-        def stop(self) -> None:
-            super().stop()
-            shutil.rmtree(self._tree_root, ignore_errors=True)
-
-    def _parse_manifests(manifests: str) -> tuple[tuple[str, ...], list[dict[str, Any]]]:
-        """Images and resource ids of rendered manifests, as the emulator computes them."""
-        images: set[str] = set()
-        resources: list[dict[str, Any]] = []
-        for doc in yaml.load_all(manifests, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)):
-            if not isinstance(doc, dict):
-                continue
-            meta = doc.get("metadata") or {}
-            group, _, version = str(doc.get("apiVersion", "")).rpartition("/")
-            resources.append(
-                {
-                    "group": group,
-                    "version": version,
-                    "kind": str(doc.get("kind", "")),
-                    "namespace": str(meta.get("namespace", "")),
-                    "name": str(meta.get("name", "")),
-                }
-            )
-            if doc.get("kind") not in argo_core.WORKLOAD_KINDS:
-                continue
-            pod = doc.get("spec") or {}
-            if doc.get("kind") != "Pod":
-                pod = (pod.get("template") or {}).get("spec") or {}
-            for key in ("initContainers", "containers"):
-                for container in pod.get(key) or []:
-                    if isinstance(container, dict) and container.get("image"):
-                        images.add(str(container["image"]))
-        return tuple(sorted(images)), resources
-
-    emu = ArgoCDEmulator(bare, [], token=token, **kwargs)
-    emu.state = TreeCachingState(
-        bare,
-        applications,
-        repo_url=kwargs.get("repo_url"),
-        reconcile_interval=kwargs.get("reconcile_interval", 180.0),
-        health_delay=kwargs.get("health_delay", 0.2),
-    )
-    emu._http = ArgoCDApp(emu.state, {token: "admin"}, {}, emu.knobs)
-    emu.app = emu._http.app
-    return emu
 
 
 # -- the world -------------------------------------------------------------------------------------
@@ -397,7 +245,6 @@ def build_world(
     registry: bool = True,
     reconcile_interval: float = 3600.0,
     health_delay: float = 0.05,
-    fast_render: bool = False,
 ) -> DriftWorld:
     """Build and start a world of ``n`` staging applications under ``root``.
 
@@ -413,7 +260,6 @@ def build_world(
         reconcile_interval: Seconds between the Argo CD emulator's git polls (large: commits
             stay unseen until a refresh or ``reconcile``).
         health_delay: Seconds a synced Application stays Progressing.
-        fast_render: Use ``fast_argocd`` (same API, setup in O(N)) instead of the stock emulator.
     """
     from sandbox.argocd import AppSpec, ArgoCDEmulator
     from sandbox.github import GitHubEmulator
@@ -467,14 +313,7 @@ def build_world(
         "health_delay": health_delay,
         "repo_url": gh.git_url,
     }
-    argo: Any = None
-    if fast_render:
-        try:
-            argo = fast_argocd(bare, [*specs, *extra_apps], **argo_kwargs)
-        except (AttributeError, TypeError) as exc:  # the emulator's internals moved on
-            print(f"fast Argo CD emulator unavailable ({exc!r}): using the stock one")
-    if argo is None:
-        argo = ArgoCDEmulator(bare, [*specs, *extra_apps], **argo_kwargs)
+    argo = ArgoCDEmulator(bare, [*specs, *extra_apps], **argo_kwargs)
     argo_counter = CountingASGI(argo.app, lambda p: "api" if p.startswith("/api/") else "")
     argo_server = serve_in_thread(argo_counter)
     servers.append(argo_server)
@@ -566,13 +405,13 @@ def flow_run_seconds(state: Any) -> float:
     return float((run.end_time - run.start_time).total_seconds())
 
 
-def bench(sizes: Sequence[int], drift_every: int, fast_render: bool = True) -> list[dict[str, Any]]:
+def bench(sizes: Sequence[int], drift_every: int) -> list[dict[str, Any]]:
     results = []
     for n in sizes:
         root = Path(tempfile.mkdtemp(prefix=f"drift-bench-{n}-"))
         try:
             t0 = time.perf_counter()
-            world = build_world(root, n, fast_render=fast_render)
+            world = build_world(root, n)
             setup = time.perf_counter() - t0
             try:
                 if drift_every:
@@ -625,23 +464,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--drift-every", type=int, default=0, help="turn auto-sync off on every k-th application"
     )
-    parser.add_argument(
-        "--stock-emulator",
-        action="store_true",
-        help="use the stock Argo CD emulator (slow setup and list above ~100 applications)",
-    )
     args = parser.parse_args(argv)
     sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
     os.environ.setdefault("DO_NOT_TRACK", "1")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     if os.environ.get("PREFECT_API_URL"):
-        bench(sizes, args.drift_every, not args.stock_emulator)
+        bench(sizes, args.drift_every)
         return 0
     from deployments.local import LocalPrefect
 
     with LocalPrefect() as prefect, prefect.use():
         os.environ["PREFECT_API_URL"] = prefect.api_url
-        bench(sizes, args.drift_every, not args.stock_emulator)
+        bench(sizes, args.drift_every)
     return 0
 
 

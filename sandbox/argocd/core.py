@@ -7,6 +7,12 @@ auto-sync on, an out-of-sync Application gets a sync operation. A sync operation
 thread: it renders the revision, records a history entry and sets health Progressing, which turns
 Healthy (or Degraded when an image matches a configured bad pattern) after ``health_delay``.
 All state sits behind one lock; git and kustomize run outside it.
+
+Costs (so that a thousand Applications stay cheap): each commit is extracted once (an LRU of
+``KEPT_TREES`` trees, keyed by sha); each (commit, path) is rendered once, shared by every
+Application on that path and revision (concurrent renders of one key wait for the first), and
+its manifests are parsed once (libyaml) into the images and resource ids kept with the render;
+reads build the JSON from those without re-parsing.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ import copy
 import fnmatch
 import io
 import itertools
+import os
 import shutil
 import subprocess
 import tarfile
@@ -24,17 +31,21 @@ import time
 import uuid
 import weakref
 from collections import Counter, OrderedDict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from ruamel.yaml import YAML
+import yaml
 
 from promotion.kustomize import KustomizeRenderFailed, render
 
 KEPT_TREES = 16  # extracted commits kept for rendering
+RENDER_WORKERS = max(2, min(8, 2 * (os.cpu_count() or 1)))  # parallel renders at start-up
+_Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when available
 WORKLOAD_KINDS = {"Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job", "Pod"}
 
 
@@ -89,11 +100,13 @@ def now_rfc3339() -> str:
 
 @dataclass
 class _Rendered:
+    """One render of (commit, path): shared by Applications, never changed once made."""
+
     sha: str
     manifests: str | None
     error: str | None
     images: tuple[str, ...] = ()
-    resources: tuple[dict[str, str], ...] | None = None  # parsed once, on first use
+    resources: tuple[dict[str, str], ...] = ()  # group, version, kind, namespace, name
 
 
 @dataclass
@@ -128,21 +141,43 @@ class _App:
         return isinstance(automated, dict) and automated.get("enabled", True) is not False
 
 
-def images_of(manifests: str) -> tuple[str, ...]:
-    """The container images of the workloads in rendered manifests, sorted."""
-    yaml = YAML(typ="safe")
+def parse_manifests(manifests: str) -> tuple[tuple[str, ...], tuple[dict[str, str], ...]]:
+    """The workloads' container images (sorted) and the resource ids of rendered manifests.
+
+    One pass with libyaml (``yaml.CSafeLoader``); done once per render.
+    """
     found: set[str] = set()
-    for doc in yaml.load_all(manifests):
-        if not isinstance(doc, dict) or doc.get("kind") not in WORKLOAD_KINDS:
+    resources: list[dict[str, str]] = []
+    for doc in yaml.load_all(manifests, Loader=_Loader):
+        if not isinstance(doc, dict):
+            continue
+        group, _, version = str(doc.get("apiVersion", "")).rpartition("/")
+        meta = doc.get("metadata") or {}
+        kind = doc.get("kind")
+        resources.append(
+            {
+                "group": group,
+                "version": version,
+                "kind": str(doc.get("kind", "")),
+                "namespace": str(meta.get("namespace", "")),
+                "name": str(meta.get("name", "")),
+            }
+        )
+        if kind not in WORKLOAD_KINDS:
             continue
         pod = doc.get("spec") or {}
-        if doc.get("kind") != "Pod":
+        if kind != "Pod":
             pod = ((pod.get("template") or {}).get("spec")) or {}
         for key in ("initContainers", "containers"):
             for container in pod.get(key) or []:
                 if isinstance(container, dict) and container.get("image"):
                     found.add(str(container["image"]))
-    return tuple(sorted(found))
+    return tuple(sorted(found)), tuple(resources)
+
+
+def images_of(manifests: str) -> tuple[str, ...]:
+    """The container images of the workloads in rendered manifests, sorted."""
+    return parse_manifests(manifests)[0]
 
 
 class ArgoCDState:
@@ -167,8 +202,10 @@ class ArgoCDState:
         self._bad_patterns: tuple[str, ...] = tuple(bad_image_patterns)
         self._lock = threading.RLock()
         self._render_cache: dict[tuple[str, str], _Rendered] = {}
+        self._rendering: dict[tuple[str, str], threading.Event] = {}  # renders under way
         self._extract_lock = threading.Lock()
         self._extracted: OrderedDict[str, Path] = OrderedDict()
+        self._tree_users: Counter[str] = Counter()  # renders reading each tree now
         self._extract_root = tempfile.mkdtemp(prefix="argocd-trees-")
         weakref.finalize(self, shutil.rmtree, self._extract_root, True)
         self._resource_version = itertools.count(1000)
@@ -178,8 +215,24 @@ class ArgoCDState:
         self._stop = threading.Event()
         for spec in applications:
             self._apps[spec.name] = self._new_app(spec)
+        # Resolve each target revision once and render each (commit, path) once, in parallel.
+        resolved: dict[str, str] = {}
         for app in self._apps.values():
-            self._initial_sync(app)
+            revision = app.spec["source"]["targetRevision"]
+            if revision not in resolved:
+                resolved[revision] = self._resolve(revision)
+        jobs = sorted(
+            {
+                (resolved[app.spec["source"]["targetRevision"]], app.spec["source"]["path"])
+                for app in self._apps.values()
+            }
+        )
+        if len(jobs) > 1:
+            with ThreadPoolExecutor(RENDER_WORKERS, thread_name_prefix="argocd-render") as pool:
+                for _ in pool.map(lambda job: self._render(*job), jobs):
+                    pass
+        for app in self._apps.values():
+            self._initial_sync(app, resolved[app.spec["source"]["targetRevision"]])
 
     # -- construction -------------------------------------------------------------------------
 
@@ -220,9 +273,10 @@ class ArgoCDState:
             spec=app_spec, metadata=metadata, reenable_autosync_after=spec.reenable_autosync_after
         )
 
-    def _initial_sync(self, app: _App) -> None:
+    def _initial_sync(self, app: _App, sha: str | None = None) -> None:
         """Deploy the current head at once, as if the Application had been synced long ago."""
-        sha = self._resolve(app.spec["source"]["targetRevision"])
+        if sha is None:
+            sha = self._resolve(app.spec["source"]["targetRevision"])
         rendered = self._render(sha, app.spec["source"]["path"])
         now = now_rfc3339()
         if rendered.error is not None:
@@ -280,44 +334,82 @@ class ArgoCDState:
                 ) from exc
             return out.decode().strip()
 
-    def _extract(self, sha: str) -> Path:
-        """The files of commit ``sha``, extracted once (``git archive``) and kept for a while."""
+    @contextmanager
+    def _extracted_tree(self, sha: str) -> Iterator[Path]:
+        """The files of commit ``sha``, extracted once (``git archive``) and kept for a while.
+
+        At most ``KEPT_TREES`` trees are kept (least recently used goes first); a tree is never
+        removed while a render reads it.
+        """
         with self._extract_lock:
             tree = self._extracted.get(sha)
             if tree is not None:
                 self._extracted.move_to_end(sha)
-                return tree
-            archive = self._git("archive", "--format=tar", sha)
-            tree = Path(self._extract_root, sha)
-            with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
-                tar.extractall(tree, filter="data")
-            self._extracted[sha] = tree
-            while len(self._extracted) > KEPT_TREES:
-                _, old = self._extracted.popitem(last=False)
-                shutil.rmtree(old, ignore_errors=True)
-            return tree
+            else:
+                archive = self._git("archive", "--format=tar", sha)
+                tree = Path(self._extract_root, sha)
+                with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+                    tar.extractall(tree, filter="data")
+                self._extracted[sha] = tree
+                self.counters["extractions"] += 1
+            self._tree_users[sha] += 1
+            self._evict_trees()
+        try:
+            yield tree
+        finally:
+            with self._extract_lock:
+                self._tree_users[sha] -= 1
+                if self._tree_users[sha] <= 0:
+                    del self._tree_users[sha]
+                self._evict_trees()
+
+    def _evict_trees(self) -> None:
+        # Under ``_extract_lock``: drop the least recently used trees nobody is reading.
+        excess = len(self._extracted) - KEPT_TREES
+        for old_sha in list(self._extracted):
+            if excess <= 0:
+                break
+            if self._tree_users.get(old_sha):
+                continue
+            shutil.rmtree(self._extracted.pop(old_sha), ignore_errors=True)
+            excess -= 1
 
     def _render(self, sha: str, path: str, *, fresh: bool = False) -> _Rendered:
+        """The render of ``path`` at commit ``sha``: made once and shared (``fresh``: anew)."""
         key = (sha, path)
-        with self._lock:
-            cached = self._render_cache.get(key)
-        if cached is not None and not fresh:
-            return cached
-        tree = self._extract(sha)
-        target = tree / path
+        while True:
+            with self._lock:
+                cached = self._render_cache.get(key)
+                if cached is not None and not fresh:
+                    return cached
+                pending = self._rendering.get(key)
+                if pending is None:
+                    done = self._rendering[key] = threading.Event()
+                    break
+            pending.wait()  # another thread renders this key: share its result
         try:
-            if not target.resolve().is_relative_to(tree.resolve()) or not target.is_dir():
-                raise KustomizeRenderFailed(f"{path}: app path does not exist")
-            manifests = render(target)
-        except KustomizeRenderFailed as exc:
-            message = str(exc).replace(f"{tree}/", "").replace(str(tree), ".")
-            rendered = _Rendered(sha, None, message)
-        else:
-            rendered = _Rendered(sha, manifests, None, images_of(manifests))
-        self.counters["renders"] += 1
-        with self._lock:
-            self._render_cache[key] = rendered
-        return rendered
+            rendered = self._render_now(sha, path)
+            with self._lock:
+                self.counters["renders"] += 1
+                self._render_cache[key] = rendered
+            return rendered
+        finally:
+            with self._lock:
+                del self._rendering[key]
+            done.set()
+
+    def _render_now(self, sha: str, path: str) -> _Rendered:
+        with self._extracted_tree(sha) as tree:
+            target = tree / path
+            try:
+                if not target.resolve().is_relative_to(tree.resolve()) or not target.is_dir():
+                    raise KustomizeRenderFailed(f"{path}: app path does not exist")
+                manifests = render(target)
+            except KustomizeRenderFailed as exc:
+                message = str(exc).replace(f"{tree}/", "").replace(str(tree), ".")
+                return _Rendered(sha, None, message)
+        images, resources = parse_manifests(manifests)
+        return _Rendered(sha, manifests, None, images, resources)
 
     # -- health ---------------------------------------------------------------------------------
 
@@ -362,13 +454,24 @@ class ArgoCDState:
             "lastTransitionTime": now,
         }
 
-    def reconcile(self, name: str, *, hard: bool = False) -> None:
-        """Compare the Application with git now; with auto-sync on, start a sync if needed."""
+    def reconcile(
+        self, name: str, *, hard: bool = False, resolved: dict[str, str] | None = None
+    ) -> None:
+        """Compare the Application with git now; with auto-sync on, start a sync if needed.
+
+        ``resolved`` (revision -> sha) shares revision lookups across one pass over many
+        Applications (``reconcile_all``, the poller).
+        """
         with self._lock:
             app = self._get(name)
             source = copy.deepcopy(app.spec["source"])
-        self.counters["reconciles"] += 1
-        sha = self._resolve(source["targetRevision"])
+            self.counters["reconciles"] += 1
+        revision = source["targetRevision"]
+        sha = resolved.get(revision) if resolved is not None else None
+        if sha is None:
+            sha = self._resolve(revision)
+            if resolved is not None:
+                resolved[revision] = sha
         rendered = self._render(sha, source["path"], fresh=hard)
         with self._lock:
             now = now_rfc3339()
@@ -408,8 +511,9 @@ class ArgoCDState:
         return True
 
     def reconcile_all(self) -> None:
+        resolved: dict[str, str] = {}  # each revision resolved once per pass
         for name in self.names():
-            self.reconcile(name)
+            self.reconcile(name, resolved=resolved)
 
     def names(self) -> list[str]:
         with self._lock:
@@ -567,7 +671,8 @@ class ArgoCDState:
         if refresh:
             if refresh not in {"normal", "hard"}:
                 raise invalid_argument(f"unknown refresh type {refresh!r}")
-            self.counters["refreshes"] += 1
+            with self._lock:
+                self.counters["refreshes"] += 1
             self.reconcile(name, hard=refresh == "hard")
         with self._lock:
             app = self._get(name)
@@ -754,11 +859,13 @@ class ArgoCDState:
 
     def _poll(self) -> None:
         while not self._stop.wait(self.reconcile_interval):
+            resolved: dict[str, str] = {}  # each revision resolved once per poll
             for name in self.names():
                 try:
-                    self.reconcile(name)
+                    self.reconcile(name, resolved=resolved)
                 except Exception:  # a bad revision must not kill the poller
-                    self.counters["poll_errors"] += 1
+                    with self._lock:
+                        self.counters["poll_errors"] += 1
 
     # -- JSON -----------------------------------------------------------------------------------
 
@@ -774,12 +881,12 @@ class ArgoCDState:
                 "status": app.sync_status,
                 "revision": app.sync_revision,
                 "comparedTo": {
-                    "source": copy.deepcopy(app.spec["source"]),
-                    "destination": copy.deepcopy(app.spec.get("destination") or {}),
+                    "source": _copy_json(app.spec["source"]),
+                    "destination": _copy_json(app.spec.get("destination") or {}),
                 },
             },
             "health": health,
-            "history": copy.deepcopy(app.history),
+            "history": _copy_json(app.history),
             "summary": {"images": images},
             "reconciledAt": app.reconciled_at,
             "observedAt": app.observed_at,
@@ -788,43 +895,17 @@ class ArgoCDState:
             "resources": _resource_statuses(app),
         }
         if app.conditions:
-            status["conditions"] = copy.deepcopy(app.conditions)
+            status["conditions"] = _copy_json(app.conditions)
         if app.operation_state is not None:
-            status["operationState"] = copy.deepcopy(app.operation_state)
+            status["operationState"] = _copy_json(app.operation_state)
         doc: dict[str, Any] = {
-            "metadata": copy.deepcopy(app.metadata),
-            "spec": copy.deepcopy(app.spec),
+            "metadata": _copy_json(app.metadata),
+            "spec": _copy_json(app.spec),
             "status": status,
         }
         if app.operation is not None:
-            doc["operation"] = copy.deepcopy(app.operation)
+            doc["operation"] = _copy_json(app.operation)
         return doc
-
-
-def _resources(rendered: _Rendered) -> list[dict[str, Any]]:
-    if rendered.manifests is None:
-        return []
-    if rendered.resources is not None:
-        return [dict(r) for r in rendered.resources]
-    yaml = YAML(typ="safe")
-    out = []
-    for doc in yaml.load_all(rendered.manifests):
-        if not isinstance(doc, dict):
-            continue
-        api_version = str(doc.get("apiVersion", ""))
-        group, _, version = api_version.rpartition("/")
-        meta = doc.get("metadata") or {}
-        out.append(
-            {
-                "group": group,
-                "version": version,
-                "kind": str(doc.get("kind", "")),
-                "namespace": str(meta.get("namespace", "")),
-                "name": str(meta.get("name", "")),
-            }
-        )
-    rendered.resources = tuple(out)
-    return [dict(r) for r in out]
 
 
 def _resource_results(rendered: _Rendered, app: _App) -> list[dict[str, Any]]:
@@ -836,22 +917,34 @@ def _resource_results(rendered: _Rendered, app: _App) -> list[dict[str, Any]]:
             "hookPhase": "Running",
             "syncPhase": "Sync",
         }
-        for res in _resources(rendered)
+        for res in (rendered.resources if rendered.manifests is not None else ())
     ]
 
 
 def _resource_statuses(app: _App) -> list[dict[str, Any]]:
-    if app.deployed is None:
+    if app.deployed is None or app.deployed.manifests is None:
         return []
+    sync_status = app.sync_status
+    workload_health = {"status": app.health_status}
     out = []
-    for res in _resources(app.deployed):
-        item = {**res, "status": app.sync_status}
-        if res["kind"] in WORKLOAD_KINDS:
-            item["health"] = {"status": app.health_status}
-        elif res["kind"] == "Service":
+    for res in app.deployed.resources:
+        item: dict[str, Any] = {**res, "status": sync_status}
+        kind = res["kind"]
+        if kind in WORKLOAD_KINDS:
+            item["health"] = dict(workload_health)
+        elif kind == "Service":
             item["health"] = {"status": "Healthy"}
         out.append(item)
     return out
+
+
+def _copy_json(value: Any) -> Any:
+    """A deep copy of JSON-shaped data (dicts, lists, scalars): much cheaper than deepcopy."""
+    if isinstance(value, dict):
+        return {k: _copy_json(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_copy_json(v) for v in value]
+    return value
 
 
 def _merge_patch(target: Any, patch: Any) -> Any:
