@@ -75,7 +75,10 @@ def approve_in_browser(
                     select.press("ArrowDown")
                 listbox.get_by_role("option", name=approver, exact=True).click()
             else:
-                approver_field.locator("textarea, input").first.fill(approver)
+                box = approver_field.locator("textarea, input").first
+                if box.is_enabled():
+                    box.fill(approver)
+                # else: a single eligible login is a const the form submits by itself
             comment_box = _field(page, form, "Comment").locator("textarea, input").first
             comment_box.fill(comment)
             comment_box.scroll_into_view_if_needed()
