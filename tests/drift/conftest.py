@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -20,18 +19,9 @@ from sandbox.http import RunningServer, serve_in_thread
 
 
 @pytest.fixture(scope="session")
-def drift_prefect(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalPrefect]:
-    """One real Prefect server for the drift tests (its scheduler looks every 2 seconds)."""
-    os.environ.setdefault("DO_NOT_TRACK", "1")
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    with (
-        LocalPrefect(
-            home=tmp_path_factory.mktemp("drift-prefect"),
-            extra_env={"PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS": "2"},
-        ) as prefect,
-        prefect.use(),
-    ):
-        yield prefect
+def drift_prefect(prefect_server: LocalPrefect) -> LocalPrefect:
+    """The session's one Prefect server (tests/conftest.py; its scheduler looks every 2 s)."""
+    return prefect_server
 
 
 @pytest.fixture

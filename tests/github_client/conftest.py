@@ -121,11 +121,3 @@ def github(tmp_path: Path, config: PromotionConfig, seeded: Path) -> Iterator[Sa
         admin.close()
         client.close_session()
         server.stop()
-
-
-@pytest.fixture(scope="session")
-def prefect_server() -> Iterator[None]:
-    from prefect.testing.utilities import prefect_test_harness
-
-    with prefect_test_harness(server_startup_timeout=60):
-        yield

@@ -7,7 +7,6 @@ suspend and worker tests, as deployments run by a real worker process.
 from __future__ import annotations
 
 import contextvars
-import os
 import threading
 import uuid
 from collections.abc import Callable, Iterator
@@ -16,29 +15,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from prefect.logging.handlers import APILogWorker
-from prefect.settings import PREFECT_API_URL, temporary_settings
 
-from deployments.local import LocalPrefect, ensure_concurrency_limit
+from deployments.local import LocalPrefect
 from deployments.runs import RunView, list_runs, read_run, wait_for_run
 from sandbox.launcher import Sandbox, start_sandbox
-
-
-@pytest.fixture(scope="session")
-def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalPrefect]:
-    os.environ["DO_NOT_TRACK"] = "1"
-    os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
-    with LocalPrefect(home=tmp_path_factory.mktemp("flows-prefect")) as server:
-        previous = os.environ.get("PREFECT_API_URL")
-        os.environ["PREFECT_API_URL"] = server.api_url
-        ensure_concurrency_limit(server.api_url)
-        with temporary_settings(updates={PREFECT_API_URL: server.api_url}):
-            yield server
-            APILogWorker.drain_all(timeout=5)  # send the last run logs while the server listens
-        if previous is None:
-            os.environ.pop("PREFECT_API_URL", None)
-        else:
-            os.environ["PREFECT_API_URL"] = previous
 
 
 @pytest.fixture

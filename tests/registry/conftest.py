@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from contextlib import ExitStack
 from dataclasses import dataclass
 
 import pytest
@@ -66,13 +65,6 @@ def front(published: Published) -> Iterator[Front]:
 
 
 @pytest.fixture(scope="session")
-def prefect_harness(request: pytest.FixtureRequest) -> Iterator[None]:
-    """One temporary Prefect server for the session, shared with tests/argocd (see there)."""
-    if getattr(request.config, HARNESS_KEY, None) is None:
-        from prefect.testing.utilities import prefect_test_harness
-
-        stack = ExitStack()
-        stack.enter_context(prefect_test_harness(server_startup_timeout=90))
-        setattr(request.config, HARNESS_KEY, stack)
-        request.config.add_cleanup(stack.close)
+def prefect_harness(prefect_server: object) -> Iterator[None]:
+    """The session's one Prefect server (tests/conftest.py)."""
     yield
