@@ -12,17 +12,7 @@ from promotion.report import RunReport
 from tasks.argocd import ArgoTarget
 from tasks.github import GitHubTarget
 from tasks.registry import RegistryTarget
-
-
-def load_secret_block(name: str) -> str | None:
-    """The value of the Prefect Secret block ``name``, or None when there is no such block."""
-    from prefect.blocks.system import Secret
-
-    try:
-        value = Secret.load(name).get()  # type: ignore[union-attr]
-    except ValueError:
-        return None
-    return str(value) if value else None
+from tasks.secrets import load_secret_block
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,7 @@ from promotion.argocd import (
 )
 from promotion.config import Settings
 from tasks.retry import RETRIES, RETRY_DELAYS, RETRY_JITTER, transient_only
+from tasks.secrets import read_secret_block
 
 DEFAULT_TOKEN_BLOCK = Settings.SECRET_BLOCKS["argocd_token"]
 
@@ -85,10 +86,7 @@ class ArgoTarget(BaseModel):
             return self.token
         if self.token_block is None:
             raise ArgoCDError(f"no Argo CD token and no Secret block given for {self.base_url}")
-        from prefect.blocks.system import Secret
-
-        block: Any = Secret.load(self.token_block)
-        return SecretStr(str(block.get()))
+        return read_secret_block(self.token_block, f"Argo CD token for {self.base_url}")
 
     def client(self) -> ArgoCDClient:
         return ArgoCDClient(self.base_url, self.resolve_token(), timeout=self.timeout)

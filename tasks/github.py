@@ -33,6 +33,7 @@ from promotion.github import (
     promotion_branch,
 )
 from tasks.retry import RETRIES, RETRY_DELAYS, RETRY_JITTER, transient_only
+from tasks.secrets import read_secret_block
 
 DEFAULT_TOKEN_BLOCK: str = Settings.SECRET_BLOCKS["github_token"]
 
@@ -96,10 +97,7 @@ class GitHubTarget(BaseModel):
             return self.token
         if self.token_block is None:
             raise GitHubError(f"[{self.repository}] no GitHub token and no Secret block given")
-        from prefect.blocks.system import Secret
-
-        block: Any = Secret.load(self.token_block)
-        return SecretStr(str(block.get()))
+        return read_secret_block(self.token_block, f"GitHub token for {self.repository}")
 
     def client(self) -> GitHubClient:
         return GitHubClient(

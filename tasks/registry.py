@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, SecretStr
 from promotion.config import PromotionConfig, Settings
 from promotion.registry import RegistryClient, is_transient
 from tasks.retry import RETRIES, RETRY_DELAYS, RETRY_JITTER, transient_only
+from tasks.secrets import read_secret_block
 
 __all__ = ["RegistryTarget", "check_release", "list_tags"]
 
@@ -55,10 +56,7 @@ class RegistryTarget(BaseModel):
     def resolve_password(self) -> SecretStr | None:
         if self.password is not None or self.password_block is None:
             return self.password
-        from prefect.blocks.system import Secret
-
-        block: Any = Secret.load(self.password_block)
-        return SecretStr(str(block.get()))
+        return read_secret_block(self.password_block, f"registry password for {self.base_url}")
 
     def client(self) -> RegistryClient:
         return RegistryClient(
