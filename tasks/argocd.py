@@ -14,10 +14,9 @@ A rollback is two tasks: ``rollback_target`` resolves "previous" to a history id
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 from prefect import task
-from prefect.cache_policies import NO_CACHE
 from prefect.logging import get_run_logger
 from pydantic import BaseModel, ConfigDict, SecretStr
 
@@ -31,7 +30,7 @@ from promotion.argocd import (
     is_transient,
 )
 from promotion.config import Settings
-from tasks.retry import RETRIES, RETRY_DELAYS, RETRY_JITTER, transient_only
+from tasks.retry import transient_retries
 from tasks.secrets import read_secret_block
 
 DEFAULT_TOKEN_BLOCK = Settings.SECRET_BLOCKS["argocd_token"]
@@ -49,13 +48,7 @@ __all__ = [
     "rollback_target",
 ]
 
-RETRY: dict[str, Any] = {
-    "retries": RETRIES,
-    "retry_delay_seconds": RETRY_DELAYS,
-    "retry_jitter_factor": RETRY_JITTER,
-    "retry_condition_fn": transient_only(is_transient),
-    "cache_policy": NO_CACHE,
-}
+RETRY = transient_retries(is_transient)
 
 
 class ArgoTarget(BaseModel):

@@ -22,7 +22,7 @@ from promotion.argocd import is_transient as argocd_transient
 from promotion.drift import AppDrift, LiveApp, ReleaseInfo
 from promotion.registry import RegistryClient, RepositoryNotFound
 from promotion.registry import is_transient as registry_transient
-from tasks.retry import RETRIES, RETRY_DELAYS, RETRY_JITTER, transient_only
+from tasks.retry import transient_retries
 
 DRIFT_EVENT = "release-promotion.drift.detected"
 
@@ -60,11 +60,7 @@ def to_live_app(app: Application, environment_label: str) -> LiveApp:
 
 @task(
     name="list-argocd-apps",
-    cache_policy=NO_CACHE,
-    retries=RETRIES,
-    retry_delay_seconds=RETRY_DELAYS,
-    retry_jitter_factor=RETRY_JITTER,
-    retry_condition_fn=transient_only(argocd_transient),
+    **transient_retries(argocd_transient),
 )
 def list_live_apps(
     argocd_url: str,
@@ -81,11 +77,7 @@ def list_live_apps(
 
 @task(
     name="read-overlays",
-    cache_policy=NO_CACHE,
-    retries=RETRIES,
-    retry_delay_seconds=RETRY_DELAYS,
-    retry_jitter_factor=RETRY_JITTER,
-    retry_condition_fn=transient_only(gitops.is_transient),
+    **transient_retries(gitops.is_transient),
 )
 def read_overlays(
     repo_url: str,
@@ -99,11 +91,7 @@ def read_overlays(
 
 @task(
     name="newest-release",
-    cache_policy=NO_CACHE,
-    retries=RETRIES,
-    retry_delay_seconds=RETRY_DELAYS,
-    retry_jitter_factor=RETRY_JITTER,
-    retry_condition_fn=transient_only(registry_transient),
+    **transient_retries(registry_transient),
 )
 def newest_release(
     registry_url: str,

@@ -13,10 +13,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import Any
 
 from prefect import task
-from prefect.cache_policies import NO_CACHE
 from prefect.logging import get_run_logger
 from pydantic import BaseModel, ConfigDict, SecretStr
 
@@ -32,7 +30,7 @@ from promotion.github import (
     is_transient,
     promotion_branch,
 )
-from tasks.retry import RETRIES, RETRY_DELAYS, RETRY_JITTER, transient_only
+from tasks.retry import transient_retries
 from tasks.secrets import read_secret_block
 
 DEFAULT_TOKEN_BLOCK: str = Settings.SECRET_BLOCKS["github_token"]
@@ -121,13 +119,7 @@ def _client(connection: GitHubTarget) -> Iterator[GitHubClient]:
         client.close_session()
 
 
-_RETRYING: dict[str, Any] = {
-    "retries": RETRIES,
-    "retry_delay_seconds": RETRY_DELAYS,
-    "retry_jitter_factor": RETRY_JITTER,
-    "retry_condition_fn": transient_only(is_transient),
-    "cache_policy": NO_CACHE,
-}
+_RETRYING = transient_retries(is_transient)
 
 
 @task(name="open-promotion-pr", **_RETRYING)

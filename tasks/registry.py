@@ -10,16 +10,14 @@ missing image listed. Nothing is cached: an image may be pushed a minute later.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
 
 from prefect import task
-from prefect.cache_policies import NO_CACHE
 from prefect.logging import get_run_logger
 from pydantic import BaseModel, ConfigDict, SecretStr
 
 from promotion.config import PromotionConfig, Settings
 from promotion.registry import RegistryClient, is_transient
-from tasks.retry import RETRIES, RETRY_DELAYS, RETRY_JITTER, transient_only
+from tasks.retry import transient_retries
 from tasks.secrets import read_secret_block
 
 __all__ = ["RegistryTarget", "check_release", "list_tags"]
@@ -67,13 +65,7 @@ class RegistryTarget(BaseModel):
         )
 
 
-RETRY: dict[str, Any] = {
-    "retries": RETRIES,
-    "retry_delay_seconds": RETRY_DELAYS,
-    "retry_jitter_factor": RETRY_JITTER,
-    "retry_condition_fn": transient_only(is_transient),
-    "cache_policy": NO_CACHE,
-}
+RETRY = transient_retries(is_transient)
 
 
 @task(name="check-release-images", task_run_name="check-release-images-{tag}", **RETRY)

@@ -34,3 +34,16 @@ def transient_only(is_transient: Callable[[BaseException], bool]) -> Callable[..
         return True
 
     return should_retry
+
+
+def transient_retries(is_transient: Callable[[BaseException], bool]) -> dict[str, Any]:
+    """``@task`` options for a task that writes or polls: transient-only retries, no cache."""
+    from prefect.cache_policies import NO_CACHE
+
+    return {
+        "retries": RETRIES,
+        "retry_delay_seconds": RETRY_DELAYS,
+        "retry_jitter_factor": RETRY_JITTER,
+        "retry_condition_fn": transient_only(is_transient),
+        "cache_policy": NO_CACHE,
+    }
