@@ -19,7 +19,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
@@ -88,6 +88,24 @@ def prefect_env(
     if extra:
         env.update(extra)
     return env
+
+
+def _die_with_parent(sig: int) -> Callable[[], None]:
+    """A ``preexec_fn``: new session, and ``sig`` when the parent dies (Linux ``PR_SET_PDEATHSIG``).
+
+    A test run killed hard (or a ``timeout``) must not leave a server or worker behind. The
+    signal follows the *thread* that started the child: start them from a long-lived thread.
+    """
+
+    def setup() -> None:
+        os.setsid()
+        with contextlib.suppress(Exception):
+            import ctypes
+
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(1, int(sig), 0, 0, 0)  # PR_SET_PDEATHSIG
+
+    return setup
 
 
 def _tail(path: Path, lines: int = 30) -> str:
@@ -240,7 +258,7 @@ class LocalPrefect:
             stdin=subprocess.DEVNULL,
             stdout=self._log,
             stderr=subprocess.STDOUT,
-            start_new_session=True,
+            preexec_fn=_die_with_parent(signal.SIGTERM),
         )
         try:
             wait_healthy(self.api_url, self.startup_timeout, self.process)
@@ -438,7 +456,8 @@ class Worker:
             stdin=subprocess.DEVNULL,
             stdout=self._log,
             stderr=subprocess.STDOUT,
-            start_new_session=True,
+            # the worker ignores a lone SIGTERM for long; its flow runs then die with it
+            preexec_fn=_die_with_parent(signal.SIGKILL),
         )
         self._wait_ready(ready_timeout)
         return self
