@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from prefect import get_run_logger
 from prefect.artifacts import create_markdown_artifact
@@ -22,7 +22,7 @@ from prefect.exceptions import FlowPauseTimeout
 from prefect.flow_runs import pause_flow_run, suspend_flow_run
 from prefect.input import RunInput
 from prefect.input.actions import read_flow_run_input
-from pydantic import Field, create_model
+from pydantic import Field, WithJsonSchema, create_model
 
 from promotion.policy import Refusal, check_approver, eligible_approvers
 
@@ -57,7 +57,11 @@ Verifier = Callable[[ApprovalForm], "tuple[str | None, str | None]"]
 
 def approval_form(gate: str, eligible: Sequence[str]) -> type[ApprovalForm]:
     """A form whose ``approver`` field only accepts the eligible logins."""
-    choices: Any = Literal[tuple(eligible)]
+    # An enum in the schema (a select in the UI, refused by the server for anyone else); with
+    # one login pydantic would emit a "const", which the Prefect UI shows as a locked, empty box.
+    choices: Any = Annotated[
+        Literal[tuple(eligible)], WithJsonSchema({"type": "string", "enum": list(eligible)})
+    ]
     model: type[ApprovalForm] = create_model(
         f"{gate.upper()}Approval",
         __base__=ApprovalForm,

@@ -9,7 +9,7 @@ from prefect import flow, get_run_logger
 
 from flows.runtime import Runtime, load_runtime
 from promotion.config import Environment, Gate
-from promotion.github import HeadMoved, MergeRefused, NothingToPromote, PullRequestInfo
+from promotion.github import HeadMoved, MergeRefused, PullRequestInfo
 from promotion.models import validate_version
 from promotion.report import EnvironmentReport
 from tasks import argocd as argo_tasks
@@ -88,17 +88,11 @@ def run_environment(
         )
     gh, argo, poll = rt.github(), rt.argocd(), rt.settings.poll_interval
     required = rt.config.github.required_checks
-    try:
-        pr = checked_pr or gh_tasks.open_promotion_pr(gh, env, version, rt.config.images())
-    except NothingToPromote:
-        existing = gh_tasks.find_promotion_pr(gh, env.name, version)
-        if existing is None or not existing.merged:
-            # The overlay already holds this version and no PR of ours merged it: nothing to
-            # merge; still confirm that Argo CD runs what the branch says.
-            out.notes.append(f"{env.name} was already at {version}; no PR needed")
-            pr = None
-        else:
-            pr = existing
+    pr = checked_pr or gh_tasks.ensure_promotion_pr(gh, env, version, rt.config.images())
+    if pr is None:
+        # The overlay already holds this version and no PR of ours merged it: nothing to
+        # merge; still confirm that Argo CD runs what the branch says.
+        out.notes.append(f"{env.name} was already at {version}; no PR needed")
     if pr is not None:
         _take_pr(out, pr)
         logger.info("%s: PR #%s %s", env.name, pr.number, "opened" if pr.created else "found")

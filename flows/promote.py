@@ -18,7 +18,7 @@ from flows.approval import (
 )
 from flows.environment import EnvironmentOutcome, run_environment
 from flows.rollback import run_rollback
-from flows.runtime import Runtime, load_runtime, publish_report
+from flows.runtime import Runtime, load_runtime, publish_report, run_started
 from promotion.argocd import DeploymentDegraded
 from promotion.config import Environment, Gate
 from promotion.kustomize import read_image_tags, set_image_tags
@@ -103,7 +103,9 @@ def promote_release(
     """
     logger = get_run_logger()
     validate_version(version)
-    report = RunReport(title=f"Promotion of {version}", version=version, initiator=initiator)
+    report = RunReport(
+        title=f"Promotion of {version}", version=version, initiator=initiator, started=run_started()
+    )
     try:
         rt = load_runtime(config_file)
         cfg = rt.config
@@ -151,12 +153,21 @@ def _qa_gate(
     timeout: int,
     report: RunReport,
 ) -> Decision:
-    changes = ImageChangeSet.build(env.name, version, rt.config.images(), {})
+    order = rt.config.order.names
+    following = (
+        rt.config.environment(order[order.index(env.name) + 1]) if env.name != order[-1] else None
+    )
+    table = ""
+    if following is not None:
+        now_running = read_image_tags(gh_tasks.read_file(rt.github(), following.overlay))
+        changes = ImageChangeSet.build(following.name, version, rt.config.images(), now_running)
+        table = f"Approving lets {version} go on to **{following.name}**, which runs:\n\n"
+        table += changes.markdown_table()
     description = (
         f"## QA approval: {version} in {env.name}\n\n"
         f"{version} runs in **{env.name}** (Argo CD: {outcome.sync}, {outcome.health}, "
-        f"revision `{(outcome.deployed_revision or '-')[:12]}`). Approve it for the next environment?\n\n"
-        f"{_links(rt, env, outcome.pr_url)}\n\n{changes.markdown_table()}"
+        f"revision `{(outcome.deployed_revision or '-')[:12]}`).\n\n"
+        f"{_links(rt, env, outcome.pr_url)}\n\n{table}"
     )
     decision = request_approval(
         "qa",

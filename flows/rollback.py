@@ -8,7 +8,7 @@ from typing import Literal
 
 from prefect import flow, get_run_logger
 
-from flows.runtime import Runtime, load_runtime, publish_report
+from flows.runtime import Runtime, load_runtime, publish_report, run_started
 from promotion.config import Environment
 from promotion.report import RollbackReport, RunReport
 from tasks import argocd as argo_tasks
@@ -125,7 +125,7 @@ def rollback_release(
         to: `previous`, or for `argocd` an Argo CD history id, for `revert` a PR number.
         config_file: a promotion setup to use instead of the project's promotion.yaml.
     """
-    report = RunReport(title=f"Rollback of {env} by {method}")
+    report = RunReport(title=f"Rollback of {env} by {method}", started=run_started())
     try:
         rt = load_runtime(config_file)
         outcome = run_rollback(rt, rt.config.environment(env), method, to)

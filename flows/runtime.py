@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 
 from prefect import get_run_logger
 from prefect.artifacts import create_markdown_artifact
+from prefect.context import FlowRunContext
 
 from promotion.config import PromotionConfig, Settings, load_config
-from promotion.report import RunReport
+from promotion.report import RunReport, now
 from tasks.argocd import ArgoTarget
 from tasks.github import GitHubTarget
 from tasks.registry import RegistryTarget
@@ -39,6 +41,13 @@ def load_runtime(config_file: str | None = None) -> Runtime:
     settings = Settings().with_secrets(load_secret_block)
     config = load_config(config_file or settings.config_file)
     return Runtime(config, settings)
+
+
+def run_started() -> datetime:
+    """When this flow run first started (a run resumed after a suspend starts its code again)."""
+    context = FlowRunContext.get()
+    started = context.flow_run.start_time if context and context.flow_run else None
+    return started if started is not None else now()
 
 
 def publish_report(report: RunReport, key: str) -> None:

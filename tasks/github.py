@@ -25,6 +25,7 @@ from promotion.github import (
     GitHubClient,
     GitHubError,
     MergeResult,
+    NothingToPromote,
     PullRequestInfo,
     ReviewInfo,
     is_transient,
@@ -145,6 +146,53 @@ def open_promotion_pr(
     logger = get_run_logger()
     with _client(connection) as client:
         pr = client.open_promotion_pr(env, version, images, labels=labels)
+    logger.info(
+        "%s pull request #%s for %s -> %s (head %s): %s",
+        "Opened" if pr.created else "Reusing",
+        pr.number,
+        version,
+        env.name,
+        pr.head_sha[:12],
+        pr.url,
+    )
+    return pr
+
+
+@task(name="ensure-promotion-pr", **_RETRYING)
+def ensure_promotion_pr(
+    connection: GitHubTarget,
+    env: Environment,
+    version: str,
+    images: Mapping[str, str],
+) -> PullRequestInfo | None:
+    """Open (or find) the promotion pull request; find it too when it has already merged.
+
+    For a re-run: when the overlay already holds ``version``, returns this release's
+    promotion PR if it merged (an earlier attempt of the run), or None when the environment
+    got there without one. The task does not fail for that, so the run shows no red step.
+
+    Args:
+        connection: The GitOps repository and its credentials.
+        env: The target environment.
+        version: The release version.
+        images: Service name -> image name as the overlay lists it.
+
+    Returns:
+        The pull request, or None when there is nothing to promote and no PR of this release.
+    """
+    logger = get_run_logger()
+    with _client(connection) as client:
+        try:
+            pr = client.open_promotion_pr(env, version, images)
+        except NothingToPromote as exc:
+            found = client.find_pr(promotion_branch(env.name, version), state="all")
+            merged = found if found is not None and found.merged else None
+            logger.info(
+                "%s; %s",
+                exc,
+                f"merged as PR #{merged.number}" if merged else "no merged PR of ours",
+            )
+            return merged
     logger.info(
         "%s pull request #%s for %s -> %s (head %s): %s",
         "Opened" if pr.created else "Reusing",
