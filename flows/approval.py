@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from prefect import get_run_logger
@@ -21,10 +22,10 @@ from prefect.context import FlowRunContext
 from prefect.exceptions import FlowPauseTimeout
 from prefect.flow_runs import pause_flow_run, suspend_flow_run
 from prefect.input import RunInput
-from prefect.input.actions import read_flow_run_input
 from pydantic import Field, WithJsonSchema, create_model
 
 from promotion.policy import Refusal, check_approver, eligible_approvers
+from promotion.report import now
 
 DEFAULT_APPROVAL_TIMEOUT = 3 * 24 * 3600
 MAX_REFUSALS = 20
@@ -49,6 +50,7 @@ class Decision:
     approver: str
     comment: str
     evidence: str | None = None  # what else confirmed it (an approving GitHub review, say)
+    at: datetime | None = None  # when the person answered
 
 
 Verifier = Callable[[ApprovalForm], "tuple[str | None, str | None]"]
@@ -78,16 +80,26 @@ def approval_form(gate: str, eligible: Sequence[str]) -> type[ApprovalForm]:
     return model
 
 
-def recorded_answer(form: type[ApprovalForm], key: str) -> ApprovalForm | None:
-    """The answer already given at the wait ``key`` of this run, if any.
+def recorded_answer(form: type[ApprovalForm], key: str) -> tuple[ApprovalForm, datetime] | None:
+    """The answer already given at the wait ``key`` of this run, and when, if any.
 
     Prefect keeps every answer as a flow run input; reading it first makes a decision survive
-    a crash and a retry of the run (a retried run forgets which pauses already fired).
+    a crash and a retry of the run (a retried run forgets which pauses already fired), and a
+    run resumed after a suspend reports when the person answered, not when it re-ran.
     """
-    for state_name in ("suspended", "paused"):
-        value: Any = read_flow_run_input(f"{state_name}-{key}-response")
-        if value:
-            return form(**value)
+    from prefect.client.orchestration import get_client
+
+    context = FlowRunContext.get()
+    if context is None or context.flow_run is None:
+        return None
+    with get_client(sync_client=True) as client:
+        for state_name in ("suspended", "paused"):
+            found = client.filter_flow_run_input(
+                context.flow_run.id, f"{state_name}-{key}-response", 1, set()
+            )
+            if found:
+                answered = found[0].created or now()
+                return form(**found[0].decoded_value), answered
     return None
 
 
@@ -124,8 +136,10 @@ def request_approval(
     for attempt in range(MAX_REFUSALS):
         key = f"{gate}-approval-{attempt}"
         waiting = form.with_initial_data(description=description, approved=False)
-        answer = recorded_answer(form, key)
-        if answer is not None:
+        recorded = recorded_answer(form, key)
+        answered_at = now()
+        if recorded is not None:
+            answer, answered_at = recorded
             logger.info("Using the %s decision already given in this run", gate)
         elif in_deployment():
             logger.info("Waiting for the %s approval (approvers: %s)", gate, ", ".join(eligible))
@@ -160,7 +174,12 @@ def request_approval(
                 answer.approver,
             )
             return Decision(
-                gate, answer.approved, answer.approver.strip(), answer.comment, evidence
+                gate,
+                answer.approved,
+                answer.approver.strip(),
+                answer.comment,
+                evidence,
+                answered_at,
             )
         logger.warning("Refused %s input: %s; waiting again", gate, refusal.reason)
         create_markdown_artifact(

@@ -30,7 +30,6 @@ class EnvironmentOutcome:
     version: str
     pr_number: int | None = None
     pr_url: str | None = None
-    pr_reused: bool = False
     head_sha: str | None = None
     checks: str = "-"
     merged: bool = False
@@ -44,11 +43,7 @@ class EnvironmentOutcome:
     pr: PullRequestInfo | None = None
 
     def record_into(self, report: EnvironmentReport, app: str) -> None:
-        report.pr_number, report.pr_url, report.pr_reused = (
-            self.pr_number,
-            self.pr_url,
-            self.pr_reused,
-        )
+        report.pr_number, report.pr_url = self.pr_number, self.pr_url
         report.checks, report.merge_sha, report.argocd_app = self.checks, self.merge_sha, app
         report.sync, report.health, report.history_id = self.sync, self.health, self.history_id
         report.seconds, report.note = self.seconds, "; ".join(self.notes)
@@ -57,7 +52,6 @@ class EnvironmentOutcome:
 def _take_pr(outcome: EnvironmentOutcome, pr: PullRequestInfo) -> None:
     outcome.pr, outcome.pr_number, outcome.pr_url = pr, pr.number, pr.url
     outcome.head_sha = pr.head_sha
-    outcome.pr_reused = outcome.pr_reused or not pr.created
 
 
 def run_environment(

@@ -23,7 +23,7 @@ from promotion.argocd import DeploymentDegraded
 from promotion.config import Environment, Gate
 from promotion.kustomize import read_image_tags, set_image_tags
 from promotion.models import ImageChangeSet, validate_version
-from promotion.report import ApprovalReport, RollbackReport, RunReport
+from promotion.report import ApprovalReport, RollbackReport, RunReport, now
 from tasks import github as gh_tasks
 from tasks import registry as registry_tasks
 
@@ -45,6 +45,7 @@ def _record_decision(report: RunReport, decision: Decision, review: str | None =
             decision.approved,
             decision.approver,
             decision.comment,
+            at=decision.at or now(),
             github_review=review,
         )
     )

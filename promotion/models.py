@@ -131,10 +131,11 @@ class ImageChangeSet:
         return {c.image: c.new_tag for c in self.pending}
 
     def markdown_table(self) -> str:
-        rows = ["| service | image | from | to |", "|---|---|---|---|"]
+        # The tags first: they are what a reviewer reads; the long image name goes last.
+        rows = ["| service | from | to | image |", "|---|---|---|---|"]
         for c in self.changes:
             mark = "" if c.changed else " (unchanged)"
             rows.append(
-                f"| {c.service} | `{c.image}` | `{c.old_tag or '-'}` | `{c.new_tag}`{mark} |"
+                f"| {c.service} | `{c.old_tag or '-'}` | `{c.new_tag}`{mark} | `{c.image}` |"
             )
         return "\n".join(rows)

@@ -27,7 +27,6 @@ class EnvironmentReport:
     env: str
     pr_number: int | None = None
     pr_url: str | None = None
-    pr_reused: bool = False
     checks: str = "-"
     merge_sha: str | None = None
     argocd_app: str | None = None
@@ -90,12 +89,7 @@ class RunReport:
 
     def to_markdown(self) -> str:
         lines = [f"# {self.title}", ""]
-        icon = {"succeeded": "✅", "failed": "❌", "rejected": "⛔", "rolled back": "↩️"}.get(
-            self.outcome, "⏳"
-        )
-        lines.append(
-            f"**Outcome:** {icon} {self.outcome}" + (f": {self.reason}" if self.reason else "")
-        )
+        lines.append(f"**Outcome:** {self.outcome}" + (f": {self.reason}" if self.reason else ""))
         if self.version:
             lines.append(f"**Version:** `{self.version}`")
         if self.initiator:
@@ -114,8 +108,6 @@ class RunReport:
             ]
             for e in self.environments:
                 pr = f"[#{e.pr_number}]({e.pr_url})" if e.pr_number else "-"
-                if e.pr_reused:
-                    pr += " (found, not re-created)"
                 sha = f"`{e.merge_sha[:12]}`" if e.merge_sha else "-"
                 lines.append(
                     f"| {e.env} | {pr} | {e.checks} | {sha} | {e.sync} | {e.health} | "

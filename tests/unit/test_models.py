@@ -142,9 +142,9 @@ def test_change_set_lists_every_image_and_the_pending_ones() -> None:
     assert [c.service for c in changes.pending] == ["adservice", "frontend"]
     assert changes.new_tags() == {"reg/ads": "v1.0.1", "reg/frontend": "v1.0.1"}
     table = changes.markdown_table().splitlines()
-    assert table[0] == "| service | image | from | to |"
-    assert "| cartservice | `reg/cartservice` | `v1.0.1` | `v1.0.1` (unchanged) |" in table
-    assert "| adservice | `reg/ads` | `-` | `v1.0.1` |" in table
+    assert table[0] == "| service | from | to | image |"
+    assert "| cartservice | `v1.0.1` | `v1.0.1` (unchanged) | `reg/cartservice` |" in table
+    assert "| adservice | `-` | `v1.0.1` | `reg/ads` |" in table
 
 
 def test_change_set_refuses_an_invalid_version() -> None:
