@@ -473,9 +473,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     from deployments.local import LocalPrefect
 
+    from prefect.logging.handlers import APILogWorker
+
     with LocalPrefect() as prefect, prefect.use():
         os.environ["PREFECT_API_URL"] = prefect.api_url
         bench(sizes, args.drift_every)
+        APILogWorker.drain_all(timeout=5)  # send the last logs while the server listens
     return 0
 
 
