@@ -471,9 +471,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if os.environ.get("PREFECT_API_URL"):
         bench(sizes, args.drift_every)
         return 0
-    from deployments.local import LocalPrefect
-
     from prefect.logging.handlers import APILogWorker
+
+    from deployments.local import LocalPrefect
 
     with LocalPrefect() as prefect, prefect.use():
         os.environ["PREFECT_API_URL"] = prefect.api_url
