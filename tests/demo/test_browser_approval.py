@@ -2,9 +2,9 @@
 
 The real ``promote-release`` deployment runs against the sandbox. When it waits for QA,
 Debian's chromium (driven by Playwright for Python) opens the run's page, opens the Resume form,
-switches "Approved" on, picks the approver, writes a comment and submits. The PM then answers
-from the command line (``release-promotion approve``): first as someone who is not a PM
-(refused, the run keeps waiting), then as the PM. The run must finish with prod at the version
+switches "Approved" on, picks the approver, writes a comment and submits. At the PM gate the
+command line first answers as someone who is not a PM (``release-promotion approve``: refused,
+the run keeps waiting), then the PM approves in the browser (a one-option select). The run must finish with prod at the version
 and a summary naming the QA approver and comment. Screenshots of the filled form and of the
 finished run go to the test's temporary directory (and to docs/images/ with SAVE_SCREENSHOTS=1).
 """
@@ -67,18 +67,13 @@ def approve_in_browser(
             if toggle.get_attribute("aria-checked") != "true":
                 toggle.click()
             approver_field = _field(page, form, "Approver")
+            # The eligible logins render as a select (one option when one person may approve).
             select = approver_field.locator(".p-select-button__control")
-            if select.count():  # the eligible logins render as a select
-                select.click()
-                listbox = page.get_by_role("listbox")
-                if not listbox.is_visible():
-                    select.press("ArrowDown")
-                listbox.get_by_role("option", name=approver, exact=True).click()
-            else:
-                box = approver_field.locator("textarea, input").first
-                if box.is_enabled():
-                    box.fill(approver)
-                # else: a single eligible login is a const the form submits by itself
+            select.click()
+            listbox = page.get_by_role("listbox")
+            if not listbox.is_visible():
+                select.press("ArrowDown")
+            listbox.get_by_role("option", name=approver, exact=True).click()
             comment_box = _field(page, form, "Comment").locator("textarea, input").first
             comment_box.fill(comment)
             comment_box.scroll_into_view_if_needed()
@@ -129,7 +124,7 @@ def _prod_tags(sandbox: Sandbox) -> set[str]:
     return {image.rsplit(":", 1)[1] for image in app_["status"]["summary"]["images"]}
 
 
-def test_qa_approves_in_the_prefect_ui_and_pm_from_the_cli(
+def test_qa_and_pm_approve_in_the_prefect_ui(
     local_prefect: LocalPrefect, demo_sandbox: Sandbox, worker: Worker, tmp_path: Path
 ) -> None:
     api = local_prefect.api_url
@@ -164,18 +159,16 @@ def test_qa_approves_in_the_prefect_ui_and_pm_from_the_cli(
     assert "REJECT" in refused.output and "approver" in refused.output
     assert read_run(api, run.id).paused
 
-    accepted = cli.invoke(
-        app, ["approve", run.id, "--approver", "pm-carol", "--comment", "ship it", "--api-url", api]
-    )
-    assert accepted.exit_code == 0, accepted.output
-    assert "ACCEPT" in accepted.output
+    # The PM gate has one eligible approver: the form must still offer and submit it.
+    pm_shot = tmp_path / "pm-approval-form.png"
+    approve_in_browser(local_prefect.flow_run_url(run.id), "pm-carol", "ship it", pm_shot)
 
     done = wait_for_run(api, run.id, until=lambda r: r.finished, timeout=180)
     assert done.state_type == "COMPLETED", worker.log_tail()
     summary = read_artifact(api, run.id, "promotion-summary")
     assert summary is not None
     assert "qa-alice" in summary and "staging looks good" in summary
-    assert "pm-carol" in summary
+    assert "pm-carol" in summary and "ship it" in summary
     assert _prod_tags(demo_sandbox) == {VERSION}
 
     run_shot = tmp_path / "finished-run.png"
