@@ -123,6 +123,18 @@ def _client(connection: GitHubTarget) -> Iterator[GitHubClient]:
 _RETRYING = transient_retries(is_transient)
 
 
+def _log_pr(pr: PullRequestInfo, version: str, env: str) -> None:
+    get_run_logger().info(
+        "%s pull request #%s for %s -> %s (head %s): %s",
+        "Opened" if pr.created else "Reusing",
+        pr.number,
+        version,
+        env,
+        pr.head_sha[:12],
+        pr.url,
+    )
+
+
 @task(name="open-promotion-pr", **_RETRYING)
 def open_promotion_pr(
     connection: GitHubTarget,
@@ -143,18 +155,9 @@ def open_promotion_pr(
     Returns:
         The pull request; ``created`` is False when an existing one was reused.
     """
-    logger = get_run_logger()
     with _client(connection) as client:
         pr = client.open_promotion_pr(env, version, images, labels=labels)
-    logger.info(
-        "%s pull request #%s for %s -> %s (head %s): %s",
-        "Opened" if pr.created else "Reusing",
-        pr.number,
-        version,
-        env.name,
-        pr.head_sha[:12],
-        pr.url,
-    )
+    _log_pr(pr, version, env.name)
     return pr
 
 
@@ -193,15 +196,7 @@ def ensure_promotion_pr(
                 f"merged as PR #{merged.number}" if merged else "no merged PR of ours",
             )
             return merged
-    logger.info(
-        "%s pull request #%s for %s -> %s (head %s): %s",
-        "Opened" if pr.created else "Reusing",
-        pr.number,
-        version,
-        env.name,
-        pr.head_sha[:12],
-        pr.url,
-    )
+    _log_pr(pr, version, env.name)
     return pr
 
 
