@@ -1,20 +1,21 @@
 # The two commands of the README: `make demo` and `make test`. Both bootstrap a fresh machine.
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
-UV ?= $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
+# uv from PATH, else as a module of python3 (installed with pip on first use).
+UV ?= $(shell command -v uv 2>/dev/null || echo python3 -m uv)
 DEB_PACKAGES := git docker-registry chromium
 export DO_NOT_TRACK := 1
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export UV_LINK_MODE := copy
 
-.PHONY: help bootstrap deps lint test demo
+.PHONY: help uv bootstrap deps lint test demo
 
 help:
 	@echo "make demo   start the sandbox, a Prefect server and worker, and promote v1.0.1"
 	@echo "make test   lint, type-check and run every test"
 
-$(UV):
-	@command -v uv >/dev/null 2>&1 || python3 -m pip install --quiet --user uv || python3 -m pip install --quiet uv
+uv:
+	@$(UV) --version >/dev/null 2>&1 || python3 -m pip install --quiet uv
 
 deps:
 	@missing=""; for p in $(DEB_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
@@ -27,8 +28,8 @@ deps:
 	  fi; \
 	fi
 
-bootstrap: $(UV) deps
-	@PATH="$(HOME)/.local/bin:$$PATH" uv sync --frozen --quiet
+bootstrap: uv deps
+	@$(UV) sync --frozen --quiet
 
 lint: bootstrap
 	.venv/bin/ruff check .
