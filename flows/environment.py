@@ -38,7 +38,7 @@ class EnvironmentOutcome:
     sync: str = "-"
     health: str = "-"
     history_id: int | None = None
-    seconds: float = 0.0
+    seconds: float | None = None  # None: the work was done by an earlier execution
     notes: list[str] = field(default_factory=list)
     pr: PullRequestInfo | None = None
 
@@ -128,6 +128,10 @@ def run_environment(
     elif pr is not None:
         # Merged by an earlier attempt of this run (a re-run after a suspend or a crash).
         out.checks, out.merged, out.merge_sha = "passed before the merge", True, pr.merge_commit_sha
+        out.notes.append(
+            "merged by an earlier execution of this run (it runs again from the top after an "
+            "approval or a retry); deployment confirmed again now"
+        )
         revision = gh_tasks.branch_head(gh)
     else:
         revision = gh_tasks.branch_head(gh)
@@ -136,7 +140,9 @@ def run_environment(
         argo, env.argocd_app, revision, timeout=deploy_timeout, poll_interval=poll
     )
     out.deployed_revision, out.sync, out.health = deployed.revision, "Synced", deployed.health
-    out.history_id, out.seconds = deployed.history_id, time.monotonic() - started
+    out.history_id = deployed.history_id
+    if not (pr is not None and pr.merged):
+        out.seconds = time.monotonic() - started
     return out
 
 
