@@ -87,20 +87,18 @@ def recorded_answer(form: type[ApprovalForm], key: str) -> tuple[ApprovalForm, d
     a crash and a retry of the run (a retried run forgets which pauses already fired), and a
     run resumed after a suspend reports when the person answered, not when it re-ran.
     """
-    from prefect.client.orchestration import get_client
-
     context = FlowRunContext.get()
     if context is None or context.flow_run is None:
         return None
-    with get_client(sync_client=True) as client:
-        for state_name in ("suspended", "paused"):
-            found = client.filter_flow_run_input(
-                context.flow_run.id, f"{state_name}-{key}-response", 1, set()
-            )
-            if found:
-                answered = found[0].created or now()
-                return form(**found[0].decoded_value), answered
-    return None
+    # Prefect keys an answer by the waiting state's name: Suspended under a deployment.
+    state_name = "suspended" if in_deployment() else "paused"
+    client: Any = context.client  # the run's own client: no new connection per gate
+    found = client.filter_flow_run_input(
+        context.flow_run.id, f"{state_name}-{key}-response", 1, set()
+    )
+    if not found:
+        return None
+    return form(**found[0].decoded_value), found[0].created or now()
 
 
 def in_deployment() -> bool:

@@ -136,9 +136,15 @@ def run_environment(
     else:
         revision = gh_tasks.branch_head(gh)
     assert revision is not None
+    # With the repository, a later commit on the branch that contains ours also confirms it.
     deployed = argo_tasks.confirm_deployed(
-        argo, env.argocd_app, revision, timeout=deploy_timeout, poll_interval=poll
+        argo, env.argocd_app, revision, timeout=deploy_timeout, poll_interval=poll, repository=gh
     )
+    if deployed.revision != revision:
+        out.notes.append(
+            f"Argo CD runs the later commit {deployed.revision[:12]}, which contains "
+            f"{revision[:12]} (another merge landed first)"
+        )
     out.deployed_revision, out.sync, out.health = deployed.revision, "Synced", deployed.health
     out.history_id = deployed.history_id
     if not (pr is not None and pr.merged):

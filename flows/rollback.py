@@ -95,6 +95,7 @@ def run_rollback(
             merge_sha,
             timeout=deploy_timeout,
             poll_interval=rt.settings.poll_interval,
+            repository=gh,
         )
         return RollbackOutcome(
             env.name,

@@ -494,7 +494,13 @@ class ArgoCDClient:
     # -- confirmation ---------------------------------------------------------------------------
 
     def confirm_deployed(
-        self, app: str, revision: str, *, timeout: float = 300.0, poll_interval: float = 1.0
+        self,
+        app: str,
+        revision: str,
+        *,
+        timeout: float = 300.0,
+        poll_interval: float = 1.0,
+        contains: Callable[[str], bool] | None = None,
     ) -> Deployed:
         """Wait until ``revision`` is deployed and healthy on ``app``.
 
@@ -502,13 +508,23 @@ class ArgoCDClient:
         the sync revision is ``revision``, the operation for it Succeeded and health Healthy was
         observed after the operation finished.
 
+        ``contains(sha)`` answers whether a later commit includes ``revision``. When another
+        merge lands on the branch before Argo CD syncs (staging and prod may follow one branch),
+        Argo CD goes straight to that later commit; if it contains ``revision``, confirming the
+        later commit confirms ours, and the result names the commit that really runs.
+
         Raises:
             DeploymentDegraded: health went Degraded after the sync (message included).
             DeploymentFailed: the sync operation for the revision failed.
             DeploymentTimedOut: not confirmed within ``timeout``; reports the last state seen.
         """
         return self._wait_healthy(
-            app, revision, timeout=timeout, poll_interval=poll_interval, rollback=False
+            app,
+            revision,
+            timeout=timeout,
+            poll_interval=poll_interval,
+            rollback=False,
+            contains=contains,
         )
 
     def _wait_healthy(
@@ -520,12 +536,19 @@ class ArgoCDClient:
         poll_interval: float,
         rollback: bool,
         started: float | None = None,
+        contains: Callable[[str], bool] | None = None,
     ) -> Deployed:
         start = self._clock() if started is None else started
         deadline = self._clock() + timeout
         # A rollback leaves the branch head (and so the sync revision) elsewhere: no refresh.
         current = self.get_app(app) if rollback else self.get_app(app, refresh="normal")
+        judged: set[str] = {revision}
         while True:
+            seen = current.status.sync.revision
+            if contains is not None and seen and seen not in judged:
+                judged.add(seen)
+                if contains(seen):
+                    revision = seen  # a later commit that includes ours: confirm that one
             deployed = self._verdict(current, app, revision, rollback=rollback, start=start)
             if deployed is not None:
                 return deployed

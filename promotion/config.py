@@ -240,6 +240,8 @@ class Settings(BaseSettings):
         """Return a copy whose missing secrets are read with ``load_secret(block_name)``."""
         updates: dict[str, SecretStr] = {}
         for field_name, block in self.SECRET_BLOCKS.items():
+            if field_name == "registry_password" and self.registry_username is None:
+                continue  # an anonymous registry: no password to look up
             if getattr(self, field_name) is None:
                 value = load_secret(block)
                 if value:

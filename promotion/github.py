@@ -568,6 +568,13 @@ class GitHubClient:
         """The commit the base branch points at now."""
         return self._base_head()[0]
 
+    def contains(self, commit: str, ancestor: str) -> bool:
+        """Whether ``commit`` is ``ancestor`` or comes after it on its history (compare API)."""
+        if commit == ancestor:
+            return True
+        with self._calling(f"compare {ancestor[:12]}...{commit[:12]}"):
+            return self._repo.compare(ancestor, commit).status in {"ahead", "identical"}
+
     def read_file(self, path: str, ref: str | None = None) -> tuple[str, str]:
         """Return ``(text, blob sha)`` of ``path`` at ``ref`` (default: the base branch)."""
         with self._calling(f"read {path} at {ref or self.base_branch}"):

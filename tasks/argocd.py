@@ -14,6 +14,7 @@ A rollback is two tasks: ``rollback_target`` resolves "previous" to a history id
 
 from __future__ import annotations
 
+from contextlib import ExitStack
 from typing import Literal
 
 from prefect import task
@@ -30,6 +31,8 @@ from promotion.argocd import (
     is_transient,
 )
 from promotion.config import Settings
+from promotion.github import GitHubClient
+from tasks.github import GitHubTarget
 from tasks.retry import transient_retries
 from tasks.secrets import read_secret_block
 
@@ -131,6 +134,7 @@ def confirm_deployed(
     revision: str,
     timeout: float = 300.0,
     poll_interval: float = 2.0,
+    repository: GitHubTarget | None = None,
 ) -> Deployed:
     """Wait until Argo CD runs ``revision`` of ``app``, synced and Healthy.
 
@@ -140,19 +144,38 @@ def confirm_deployed(
         revision: The commit SHA that must be deployed (the merge commit).
         timeout: Seconds to wait before failing with the last state seen.
         poll_interval: Seconds between reads.
+        repository: The GitOps repository: when given, a later commit that contains
+            ``revision`` (another merge landed before Argo CD synced) also confirms it.
 
     Returns:
-        What was confirmed: revision, health, history id, seconds taken.
+        What was confirmed: revision (the commit that really runs), health, history id, seconds.
     """
     logger = get_run_logger()
-    with _client(target) as client:
+    with ExitStack() as stack:
+        contains = None
+        if repository is not None:
+            github: list[GitHubClient] = []  # opened only if Argo CD shows another commit
+
+            def contains(commit: str) -> bool:
+                if not github:
+                    github.append(stack.enter_context(repository.client()))
+                return github[0].contains(commit, revision)
+
+        client = stack.enter_context(_client(target))
         deployed = client.confirm_deployed(
-            app, revision, timeout=timeout, poll_interval=poll_interval
+            app, revision, timeout=timeout, poll_interval=poll_interval, contains=contains
+        )
+    if deployed.revision != revision:
+        logger.info(
+            "%s synced the later commit %s, which contains %s",
+            app,
+            deployed.revision[:12],
+            revision[:12],
         )
     logger.info(
         "%s runs %s, Healthy (history id %s) after %.1fs",
         app,
-        revision[:12],
+        deployed.revision[:12],
         deployed.history_id,
         deployed.seconds,
     )

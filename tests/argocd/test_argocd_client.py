@@ -385,3 +385,23 @@ def test_the_poller_auto_syncs_without_a_refresh(repo: Repo) -> None:
         running.http.close()
         running.emulator.stop()
         running.server.stop()
+
+
+def test_a_later_commit_that_contains_the_merge_confirms_it(argo: Argo, repo: Repo) -> None:
+    # Two merges land before Argo CD looks: it syncs straight to the second one.
+    first = repo.push_release("v1.0.1")
+    second = repo.push_tags({"frontend": "v1.0.2"})
+    history = {first, second}  # what a compare of the branch would say contains ``first``
+    with pytest.raises(DeploymentTimedOut, match="not confirmed"):
+        argo.client().confirm_deployed(PROD, first, timeout=1.5, poll_interval=0.05)
+    deployed = argo.client().confirm_deployed(
+        PROD, first, timeout=10, poll_interval=0.05, contains=history.__contains__
+    )
+    assert deployed.revision == second
+    assert deployed.health == "Healthy"
+    # A later commit that does not contain the merge confirms nothing.
+    third = repo.push_tags({"frontend": "v1.0.3"})
+    with pytest.raises(DeploymentTimedOut):
+        argo.client().confirm_deployed(
+            PROD, first, timeout=1.5, poll_interval=0.05, contains=lambda sha: sha != third
+        )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from github import Auth, Github
 from pydantic import SecretStr
@@ -21,6 +23,7 @@ from promotion.github import (
     ReviewTimedOut,
 )
 from promotion.kustomize import read_image_tags
+from sandbox.seed import git
 
 from .conftest import BOT_TOKEN, Sandbox
 
@@ -343,3 +346,18 @@ def test_client_from_settings(github: Sandbox, monkeypatch: pytest.MonkeyPatch) 
         assert client.base_head_sha() == github.git("rev-parse", "main")
     with pytest.raises(ConfigError, match="RELEASE_PROMOTION_GITHUB_TOKEN"):
         GitHubClient.from_settings(Settings(github_url=github.emu.api_url), github.config)
+
+
+def test_contains_follows_the_branch_history(github: Sandbox, tmp_path: Path) -> None:
+    before = github.emu.head("main")
+    work = tmp_path / "work"
+    git("clone", "--quiet", str(github.bare), str(work))
+    (work / "NOTES.md").write_text("another merge\n")
+    git("add", "NOTES.md", cwd=work)
+    git("commit", "--quiet", "-m", "another merge", cwd=work)
+    git("push", "--quiet", "origin", "HEAD:main", cwd=work)
+    after = github.emu.head("main")
+    assert after != before
+    assert github.client.contains(after, before)
+    assert github.client.contains(before, before)
+    assert not github.client.contains(before, after)

@@ -210,13 +210,19 @@ def test_with_secrets_fills_only_what_is_missing(clean_env: pytest.MonkeyPatch) 
         return {"release-promotion-argocd-token": "from-block"}.get(block)
 
     settings = Settings().with_secrets(load_secret)
-    assert asked == ["release-promotion-argocd-token", "release-promotion-registry-password"]
+    # No registry username: an anonymous registry, so no password block is looked up.
+    assert asked == ["release-promotion-argocd-token"]
     assert settings.github_token is not None
     assert settings.github_token.get_secret_value() == "from-env"
     assert settings.argocd_token is not None
     assert settings.argocd_token.get_secret_value() == "from-block"
     assert settings.registry_password is None  # the loader had none
     assert "from-block" not in repr(settings)
+
+    clean_env.setenv("RELEASE_PROMOTION_REGISTRY_USERNAME", "robot")
+    asked.clear()
+    Settings().with_secrets(load_secret)
+    assert asked == ["release-promotion-argocd-token", "release-promotion-registry-password"]
 
 
 def test_require_names_the_env_var_and_the_block(clean_env: pytest.MonkeyPatch) -> None:
