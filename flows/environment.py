@@ -28,9 +28,7 @@ class EnvironmentOutcome:
 
     env: str
     version: str
-    pr_number: int | None = None
-    pr_url: str | None = None
-    head_sha: str | None = None
+    pr: PullRequestInfo | None = None
     checks: str = "-"
     merged: bool = False
     merge_sha: str | None = None
@@ -40,18 +38,24 @@ class EnvironmentOutcome:
     history_id: int | None = None
     seconds: float | None = None  # None: the work was done by an earlier execution
     notes: list[str] = field(default_factory=list)
-    pr: PullRequestInfo | None = None
+
+    @property
+    def pr_number(self) -> int | None:
+        return self.pr.number if self.pr else None
+
+    @property
+    def pr_url(self) -> str | None:
+        return self.pr.url if self.pr else None
+
+    @property
+    def head_sha(self) -> str | None:
+        return self.pr.head_sha if self.pr else None
 
     def record_into(self, report: EnvironmentReport, app: str) -> None:
         report.pr_number, report.pr_url = self.pr_number, self.pr_url
         report.checks, report.merge_sha, report.argocd_app = self.checks, self.merge_sha, app
         report.sync, report.health, report.history_id = self.sync, self.health, self.history_id
         report.seconds, report.note = self.seconds, "; ".join(self.notes)
-
-
-def _take_pr(outcome: EnvironmentOutcome, pr: PullRequestInfo) -> None:
-    outcome.pr, outcome.pr_number, outcome.pr_url = pr, pr.number, pr.url
-    outcome.head_sha = pr.head_sha
 
 
 def run_environment(
@@ -88,7 +92,7 @@ def run_environment(
         # merge; still confirm that Argo CD runs what the branch says.
         out.notes.append(f"{env.name} was already at {version}; no PR needed")
     if pr is not None:
-        _take_pr(out, pr)
+        out.pr = pr
         logger.info("%s: PR #%s %s", env.name, pr.number, "opened" if pr.created else "found")
     if pr is not None and not pr.merged:
         checked = checked_pr is not None
@@ -119,7 +123,7 @@ def run_environment(
                     raise
                 out.notes.append(f"PR rebuilt on the new base after: {exc}")
                 pr = refreshed
-                _take_pr(out, pr)
+                out.pr = pr
                 checked = False
                 continue
             out.merged, out.merge_sha = True, merged.sha
