@@ -1,0 +1,36 @@
+"""Names shared across modules, defined once: locks, deployments, variables, pause keys, events.
+
+A name used by two modules (a flow and the CLI, a flow and the deployment code) lives here, so
+that renaming it cannot leave one side behind.
+"""
+
+from __future__ import annotations
+
+PROMOTE_FLOW = "promote-release"
+ROLLBACK_FLOW = "rollback-release"
+RESUME_AUTOSYNC_FLOW = "resume-autosync"
+DRIFT_FLOW = "audit-staging-drift"
+
+PROMOTE_DEPLOYMENT = f"{PROMOTE_FLOW}/{PROMOTE_FLOW}"
+ROLLBACK_DEPLOYMENT = f"{ROLLBACK_FLOW}/{ROLLBACK_FLOW}"
+RESUME_AUTOSYNC_DEPLOYMENT = f"{RESUME_AUTOSYNC_FLOW}/{RESUME_AUTOSYNC_FLOW}"
+
+HOLDS_VARIABLE = "release-promotion-holds"
+"""Prefect Variable holding the versions put on hold by a rollback: {version: {env, reason, at}}."""
+
+EVENT_PREFIX = "release-promotion"
+
+
+def environment_lock(env: str) -> str:
+    """The Prefect global concurrency limit that serializes promotions into ``env``."""
+    return f"promotion-{env}"
+
+
+def pause_key(gate: str, attempt: int) -> str:
+    """The key of the ``attempt``-th wait at ``gate`` (Prefect stores the answer under it)."""
+    return f"{gate}-approval-{attempt}"
+
+
+def gate_of_pause_key(key: str) -> str:
+    """``qa-approval-0`` -> ``qa``."""
+    return key.rsplit("-approval-", 1)[0]
