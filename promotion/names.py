@@ -26,11 +26,15 @@ def environment_lock(env: str) -> str:
     return f"promotion-{env}"
 
 
-def pause_key(gate: str, attempt: int) -> str:
-    """The key of the ``attempt``-th wait at ``gate`` (Prefect stores the answer under it)."""
-    return f"{gate}-approval-{attempt}"
+def pause_key(gate: str, binding: str, attempt: int) -> str:
+    """The key of the ``attempt``-th wait at ``gate`` for what ``binding`` (a digest) names.
+
+    Prefect stores the answer under the key, so an answer given for another binding (another
+    version, PR head or diff) is never found under this one.
+    """
+    return f"{gate}-approval-{binding[:12]}-{attempt}"
 
 
 def gate_of_pause_key(key: str) -> str:
-    """``qa-approval-0`` -> ``qa``."""
+    """``qa-approval-0123456789ab-0`` -> ``qa``."""
     return key.rsplit("-approval-", 1)[0]
