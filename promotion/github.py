@@ -17,7 +17,7 @@ import email.utils
 import json
 import math
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Literal, NoReturn
 
@@ -41,6 +41,10 @@ if TYPE_CHECKING:
 
 MARKER_PREFIX = "release-promotion"
 PASSING_CONCLUSIONS = frozenset({"success", "neutral", "skipped"})
+# GitHub: after a secondary rate limit without Retry-After, "wait for at least one minute".
+SECONDARY_RATE_LIMIT_WAIT = 60.0
+# The longest a primary rate limit may be waited out before the call fails for good.
+MAX_RATE_LIMIT_WAIT = 900.0
 
 
 # --------------------------------------------------------------------------- errors
@@ -88,11 +92,19 @@ class GitHubUnavailable(GitHubError):
 
 
 class GitHubRateLimited(GitHubUnavailable):
-    """429, or a 403 secondary rate limit; ``retry_after`` holds the server's Retry-After."""
+    """A rate limit (403 or 429) to wait out; ``retry_after`` holds the seconds to wait.
+
+    Primary (``x-ratelimit-remaining: 0``): until ``x-ratelimit-reset``; secondary: its
+    Retry-After, else at least ``SECONDARY_RATE_LIMIT_WAIT``.
+    """
 
 
 class GitHubRequestFailed(GitHubError):
     """A 4xx that retrying will not fix (bad credentials, not found, validation failed...)."""
+
+
+class GitHubRateLimitExhausted(GitHubRequestFailed):
+    """The primary rate limit is used up and resets later than the client may wait."""
 
 
 class PullRequestNotFound(GitHubRequestFailed):
@@ -132,9 +144,22 @@ class ReviewTimedOut(GitHubError):
 
 
 class MergeRefused(GitHubError):
-    """GitHub answered 405: the pull request is not mergeable; ``reason`` is GitHub's."""
+    """GitHub answered 405: the pull request is not mergeable; ``reason`` is GitHub's.
+
+    ``kind`` says which rule refused: ``checks`` (a required check is expected or failing),
+    ``review`` (a required review), ``merge_queue`` (the branch takes merges only through its
+    merge queue), ``conflict``, or ``other``.
+    """
 
     reason: str = ""
+    kind: str = "other"
+
+
+class MergeRaced(MergeRefused):
+    """405 "Base branch was modified": the base moved during the merge; retrying may succeed."""
+
+    transient = True
+    kind = "base_modified"
 
 
 class HeadMoved(GitHubError):
@@ -182,29 +207,84 @@ def _github_message(exc: GithubException) -> str:
     return exc.message or f"HTTP {exc.status}"
 
 
-def _is_secondary_rate_limit(exc: GithubException) -> bool:
-    if exc.status != 403:
-        return False
+def rate_limit_wait(
+    exc: GithubException,
+    *,
+    now: float | None = None,
+    secondary_wait: float = SECONDARY_RATE_LIMIT_WAIT,
+) -> tuple[Literal["primary", "secondary"], float, float | None] | None:
+    """``(kind, seconds to wait, reset epoch)`` when ``exc`` is a rate limit, else None.
+
+    GitHub's rules: a 403 or 429 with ``x-ratelimit-remaining: 0`` is the primary limit, to be
+    waited out until ``x-ratelimit-reset`` (UTC epoch seconds); a 403 or 429 with the secondary
+    message (or a Retry-After) is a secondary limit: honour Retry-After, else wait at least a
+    minute. A 403 that is neither (missing permission) is not a rate limit.
+    """
+    if exc.status not in (403, 429):
+        return None
+    now = time.time() if now is None else now
+    retry_after = _retry_after(exc.headers)
     message = _github_message(exc).lower()
-    return Requester.isSecondaryRateLimitError(message) or (
-        _header(exc.headers, "retry-after") is not None
-        and not Requester.isPrimaryRateLimitError(message)
+    if _header(exc.headers, "x-ratelimit-remaining") == "0":
+        reset_header = _header(exc.headers, "x-ratelimit-reset")
+        try:
+            reset: float | None = float(reset_header) if reset_header is not None else None
+        except ValueError:
+            reset = None
+        if retry_after is not None:
+            return "primary", retry_after, reset
+        if reset is None:
+            return "primary", secondary_wait, None
+        # The reset is in whole seconds: one more so the retry lands after it.
+        return "primary", max(0.0, reset - now) + 1.0, reset
+    secondary = (
+        Requester.isSecondaryRateLimitError(message)
+        or Requester.isPrimaryRateLimitError(message)
+        or retry_after is not None
+        or exc.status == 429
     )
+    if not secondary:
+        return None
+    return "secondary", retry_after if retry_after is not None else secondary_wait, None
 
 
 def is_transient(exc: BaseException) -> bool:
-    """True for failures worth retrying: 5xx, 429, a 403 secondary rate limit, connection errors.
+    """True for failures worth retrying: 5xx, rate limits we may wait out, connection errors.
 
     Accepts this module's errors, PyGithub's ``GithubException`` and ``requests`` errors; other
-    4xx and logic errors (checks failed, merge refused...) are never transient.
+    4xx and logic errors (checks failed, merge refused...) are never transient. A primary rate
+    limit that resets later than ``MAX_RATE_LIMIT_WAIT`` is not transient either.
     """
     if isinstance(exc, GitHubError):
         return exc.transient
     if isinstance(exc, GithubException):
-        return exc.status >= 500 or exc.status == 429 or _is_secondary_rate_limit(exc)
+        if exc.status >= 500:
+            return True
+        limit = rate_limit_wait(exc)
+        return limit is not None and limit[1] <= MAX_RATE_LIMIT_WAIT
     return isinstance(
         exc, requests.ConnectionError | requests.Timeout | requests.exceptions.ChunkedEncodingError
     )
+
+
+def _utc(epoch: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
+
+
+def _merge_refusal(reason: str) -> tuple[str, str]:
+    """``(kind, what it means)`` of a 405 merge refusal, from GitHub's message."""
+    text = reason.lower()
+    if "base branch was modified" in text:
+        return "base_modified", "the base branch moved during the merge: a race, worth retrying"
+    if "merge queue" in text:
+        return "merge_queue", "the base branch only takes merges through its merge queue"
+    if "status check" in text or "is expected" in text:
+        return "checks", "a required check has not passed on the head"
+    if "review" in text or "changes were requested" in text:
+        return "review", "a required approving review is missing"
+    if "conflict" in text or "not mergeable" in text or "rebased" in text:
+        return "conflict", "the head does not merge cleanly into the base"
+    return "other", "GitHub's rules for the base branch refuse the merge"
 
 
 # --------------------------------------------------------------------------- results
@@ -301,6 +381,11 @@ class GitHubClient:
         repository: ``owner/name``.
         base_branch: The branch the environments follow.
         timeout: Seconds per HTTP request.
+        secondary_rate_limit_wait: Seconds to wait after a secondary rate limit that gave no
+            Retry-After (GitHub asks for at least a minute; tests lower it).
+        max_rate_limit_wait: The longest wait for a primary rate limit's reset; a later reset
+            fails with ``GitHubRateLimitExhausted`` naming the reset time.
+        clock: Epoch seconds, to turn ``x-ratelimit-reset`` into a wait.
     """
 
     def __init__(
@@ -311,7 +396,13 @@ class GitHubClient:
         *,
         base_branch: str = "main",
         timeout: float = 15.0,
+        secondary_rate_limit_wait: float = SECONDARY_RATE_LIMIT_WAIT,
+        max_rate_limit_wait: float = MAX_RATE_LIMIT_WAIT,
+        clock: Callable[[], float] = time.time,
     ) -> None:
+        self.secondary_rate_limit_wait = secondary_rate_limit_wait
+        self.max_rate_limit_wait = max_rate_limit_wait
+        self._clock = clock
         secret = token if isinstance(token, SecretStr) else SecretStr(token)
         if not secret.get_secret_value():
             raise GitHubError(f"[{repository}] an empty GitHub token was given")
@@ -398,8 +489,20 @@ class GitHubClient:
             message = f"{action}: GitHub answered {exc.status}: {_github_message(exc)}"
             retry_after = _retry_after(exc.headers)
             cls: type[GitHubError]
-            if exc.status == 429 or _is_secondary_rate_limit(exc):
+            limit = rate_limit_wait(
+                exc, now=self._clock(), secondary_wait=self.secondary_rate_limit_wait
+            )
+            if limit is not None:
+                kind, retry_after, reset = limit
+                when = f"it resets at {_utc(reset)}, " if reset is not None else ""
+                message += f" ({kind} rate limit; {when}wait {retry_after:.0f} s)"
                 cls = GitHubRateLimited
+                if retry_after > self.max_rate_limit_wait:
+                    cls = GitHubRateLimitExhausted
+                    message += (
+                        f": longer than the {self.max_rate_limit_wait:g} s this client may wait;"
+                        " run again after the reset"
+                    )
             elif exc.status >= 500:
                 cls = GitHubUnavailable
             elif exc.status == 404 and pr_number is not None:
@@ -942,15 +1045,17 @@ class GitHubClient:
                     branch=current.head.ref,
                     status=409,
                 ) from exc
+            kind, meaning = _merge_refusal(reason)
             refused = self._fail(
-                MergeRefused,
-                f"merge refused (405): {reason}",
+                MergeRaced if kind == "base_modified" else MergeRefused,
+                f"merge refused (405): {reason} ({meaning})",
                 pr_number=pr_number,
                 branch=current.head.ref,
                 status=405,
             )
             assert isinstance(refused, MergeRefused)
             refused.reason = reason
+            refused.kind = kind
             raise refused from exc
         except requests.RequestException as exc:
             self._raise(exc, "merge", pr_number=pr_number)

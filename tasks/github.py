@@ -20,6 +20,8 @@ from pydantic import BaseModel, ConfigDict, SecretStr
 
 from promotion.config import Environment, PromotionConfig, Settings
 from promotion.github import (
+    MAX_RATE_LIMIT_WAIT,
+    SECONDARY_RATE_LIMIT_WAIT,
     ChecksSummary,
     CommentInfo,
     GitHubClient,
@@ -60,7 +62,9 @@ class GitHubTarget(BaseModel):
     """Where the GitOps repository is and how to authenticate (safe to pass to tasks).
 
     Give ``token`` (kept as a ``SecretStr``: it prints as ``**********``) or the name of a
-    Prefect Secret block in ``token_block``.
+    Prefect Secret block in ``token_block``. ``secondary_rate_limit_wait`` (GitHub asks for at
+    least 60 s after a secondary rate limit without Retry-After) and ``max_rate_limit_wait`` (the
+    longest wait for a primary rate limit's reset) keep GitHub's defaults unless lowered.
     """
 
     model_config = ConfigDict(frozen=True)
@@ -71,6 +75,8 @@ class GitHubTarget(BaseModel):
     token: SecretStr | None = None
     token_block: str | None = None
     timeout: float = 15.0
+    secondary_rate_limit_wait: float = SECONDARY_RATE_LIMIT_WAIT
+    max_rate_limit_wait: float = MAX_RATE_LIMIT_WAIT
 
     @classmethod
     def from_settings(cls, settings: Settings, config: PromotionConfig) -> GitHubTarget:
@@ -105,6 +111,8 @@ class GitHubTarget(BaseModel):
             self.repository,
             base_branch=self.base_branch,
             timeout=self.timeout,
+            secondary_rate_limit_wait=self.secondary_rate_limit_wait,
+            max_rate_limit_wait=self.max_rate_limit_wait,
         )
 
 
