@@ -493,9 +493,9 @@ class GitHubClient:
                 exc, now=self._clock(), secondary_wait=self.secondary_rate_limit_wait
             )
             if limit is not None:
-                kind, retry_after, reset = limit
+                which, retry_after, reset = limit
                 when = f"it resets at {_utc(reset)}, " if reset is not None else ""
-                message += f" ({kind} rate limit; {when}wait {retry_after:.0f} s)"
+                message += f" ({which} rate limit; {when}wait {retry_after:.0f} s)"
                 cls = GitHubRateLimited
                 if retry_after > self.max_rate_limit_wait:
                     cls = GitHubRateLimitExhausted

@@ -112,7 +112,7 @@ def _fault_response(fault: Fault) -> Response:
         }
         headers = {}
     elif fault.kind == "rate_limit":
-        body: dict[str, Any] = {
+        body = {
             "message": "API rate limit exceeded for user ID 1.",
             "documentation_url": DOCS,
         }
