@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Literal, NoReturn
+from urllib.parse import quote
 
 import requests
 from github import Auth, Github, GithubException
@@ -131,6 +132,10 @@ class ChecksFailed(GitHubError):
     """A required check concluded without success; ``failed`` lists the failing ones."""
 
     failed: tuple[CheckResult, ...] = ()
+
+
+class NoRequiredChecks(GitHubError):
+    """No check is required at all (configured, branch protection, rulesets): refusing."""
 
 
 class ChecksTimedOut(GitHubError):
@@ -318,6 +323,7 @@ class CheckResult(_Frozen):
     conclusion: str | None = None  # success, failure, ... (statuses: success, failure, error)
     url: str | None = None
     summary: str | None = None
+    app_id: int | None = None  # the GitHub App that posted a check run
 
 
 class ChecksSummary(_Frozen):
@@ -658,14 +664,30 @@ class GitHubClient:
             return self._info(best)
 
     def latest_merged_pr(self, branch_prefix: str) -> PullRequestInfo | None:
-        """The most recently merged pull request whose head branch starts with the prefix."""
+        """The pull request merged last (by ``merged_at``) whose head branch starts with the prefix.
+
+        GitHub cannot sort pull requests by merge time, and ``updated_at`` moves with any
+        comment or label, so the pick is by ``merged_at`` here. The list is scanned newest
+        update first only to stop early: a pull request's ``updated_at`` is never before its
+        ``merged_at``, so once updates are older than the best merge found, none can beat it.
+        """
+        best: PullRequest | None = None
         with self._calling("list merged pull requests"):
             for pr in self._repo.get_pulls(
                 state="closed", sort="updated", direction="desc", base=self.base_branch
             ):
-                if pr.merged_at is not None and pr.head.ref.startswith(branch_prefix):
-                    return self._info(pr)
-        return None
+                if (
+                    best is not None
+                    and best.merged_at is not None
+                    and pr.updated_at is not None
+                    and pr.updated_at < best.merged_at
+                ):
+                    break
+                if pr.merged_at is None or not pr.head.ref.startswith(branch_prefix):
+                    continue
+                if best is None or (pr.merged_at, pr.number) > (best.merged_at, best.number):
+                    best = pr
+        return self._info(best) if best is not None else None
 
     def base_head_sha(self) -> str:
         """The commit the base branch points at now."""
@@ -831,34 +853,95 @@ class GitHubClient:
 
     # ----------------------------------------------------------------- checks
 
-    def _check_results(
-        self, sha: str, required: Sequence[str], pr_number: int
-    ) -> dict[str, CheckResult]:
-        found: dict[str, CheckResult] = {}
+    def required_checks(self, branch: str | None = None) -> dict[str, int | None]:
+        """The checks GitHub requires on ``branch``: name -> the app id that must post it.
+
+        Branch protection's (from the branch, readable without admin rights) and every active
+        ruleset's ``required_status_checks`` (``GET /rules/branches/{branch}``, which branch
+        protection does not show). An app id of None means any poster counts.
+        """
+        branch = branch or self.base_branch
+        found: dict[str, int | None] = {}
+        with self._calling("read the branch protection", branch=branch):
+            data = self._repo.get_branch(branch).raw_data
+        required = (data.get("protection") or {}).get("required_status_checks") or {}
+        for check in required.get("checks") or []:
+            found[str(check["context"])] = check.get("app_id")
+        for context in required.get("contexts") or []:
+            found.setdefault(str(context), None)
+        page = 1
+        while True:
+            try:
+                rules = self._conditional_get(
+                    self._repo_path(f"/rules/branches/{quote(branch, safe='')}")
+                    + f"?per_page=100&page={page}",
+                    f"read the rules of {branch}",
+                )
+            except GitHubRequestFailed as exc:
+                if exc.status == 404:  # no rulesets API (older GitHub Enterprise Server)
+                    break
+                raise
+            for rule in rules or []:
+                if rule.get("type") != "required_status_checks":
+                    continue
+                for check in (rule.get("parameters") or {}).get("required_status_checks") or []:
+                    name = str(check["context"])
+                    app = check.get("integration_id")
+                    found[name] = app if app is not None else found.get(name)
+            if len(rules or []) < 100:
+                break
+            page += 1
+        return found
+
+    def _check_run(
+        self, sha: str, name: str, app_id: int | None, pr_number: int
+    ) -> CheckResult | None:
+        """The latest check run ``name`` on ``sha`` (by ``app_id`` if pinned), if any.
+
+        Filtered by ``check_name`` on the server: a busy commit has more check runs than one
+        page holds, and the required one need not be on the first.
+        """
+        query = f"check_name={quote(name, safe='')}&filter=latest&per_page=100"
+        if app_id is not None:
+            query += f"&app_id={app_id}"
         data = self._conditional_get(
-            self._repo_path(f"/commits/{sha}/check-runs?per_page=100"),
-            "list check runs",
+            self._repo_path(f"/commits/{sha}/check-runs?{query}"),
+            f"list the check runs named {name!r}",
             pr_number=pr_number,
         )
-        runs = sorted(
-            (data or {}).get("check_runs", []),
-            key=lambda r: (str(r.get("started_at") or ""), int(r.get("id") or 0)),
+        runs = [
+            r
+            for r in (data or {}).get("check_runs", [])
+            if r.get("name") == name
+            and (app_id is None or (r.get("app") or {}).get("id") == app_id)
+        ]
+        if not runs:
+            return None
+        run = max(runs, key=lambda r: (str(r.get("started_at") or ""), int(r.get("id") or 0)))
+        output = run.get("output") or {}
+        return CheckResult(
+            name=name,
+            kind="check_run",
+            status=str(run.get("status")),
+            conclusion=run.get("conclusion"),
+            url=run.get("html_url") or run.get("details_url"),
+            summary=output.get("summary") or output.get("title"),
+            app_id=(run.get("app") or {}).get("id"),
         )
-        for run in runs:  # the latest run of a name wins
-            name = str(run.get("name"))
-            if name in required:
-                output = run.get("output") or {}
-                found[name] = CheckResult(
-                    name=name,
-                    kind="check_run",
-                    status=str(run.get("status")),
-                    conclusion=run.get("conclusion"),
-                    url=run.get("html_url") or run.get("details_url"),
-                    summary=output.get("summary") or output.get("title"),
-                )
-        if all(name in found for name in required):
+
+    def _check_results(
+        self, sha: str, required: Mapping[str, int | None], pr_number: int
+    ) -> dict[str, CheckResult]:
+        found: dict[str, CheckResult] = {}
+        for name, app_id in required.items():
+            result = self._check_run(sha, name, app_id, pr_number)
+            if result is not None:
+                found[name] = result
+        # Contexts without a check run may be commit statuses; a status anyone with write
+        # access can post, so it never satisfies a check pinned to an app.
+        wanted = [n for n, app in required.items() if n not in found and app is None]
+        if not wanted:
             return found
-        # Only contexts missing from the check runs are looked up as commit statuses.
         combined = self._conditional_get(
             self._repo_path(f"/commits/{sha}/status?per_page=100"),
             "read the combined status",
@@ -866,7 +949,7 @@ class GitHubClient:
         )
         for status in (combined or {}).get("statuses", []):  # newest first
             name = str(status.get("context"))
-            if name in required and name not in found:
+            if name in wanted and name not in found:
                 state = str(status.get("state"))
                 found[name] = CheckResult(
                     name=name,
@@ -886,17 +969,42 @@ class GitHubClient:
         timeout: float = 600,
         poll_interval: float = 2.0,
         head_sha: str | None = None,
+        check_apps: Mapping[str, int] | None = None,
     ) -> ChecksSummary:
         """Wait until every required check on the PR head passed; fail fast on a failure.
 
-        ``required`` names check runs (by name) or commit statuses (by context). Pass
-        ``head_sha`` (from ``open_promotion_pr``) to save reading the pull request.
-        Raises ``ChecksFailed`` (with the check's output summary) or ``ChecksTimedOut``.
+        The checks waited for are the union of ``required`` (check run names or commit status
+        contexts), ``check_apps``' names, and what GitHub requires on the base branch (branch
+        protection and rulesets). ``check_apps`` pins the GitHub App that must post a check
+        (name -> app id; protection's ``app_id`` and rulesets' ``integration_id`` pin too): a
+        run by another app or a commit status does not count for it. Pass ``head_sha`` (from
+        ``open_promotion_pr``) to save reading the pull request.
+
+        Raises ``NoRequiredChecks`` when that union is empty, ``ChecksFailed`` (with the
+        check's output summary) or ``ChecksTimedOut``.
         """
-        sha = head_sha or self._pull(pr_number).head.sha
+        if head_sha is None:
+            pr = self._pull(pr_number)
+            sha, base = pr.head.sha, pr.base.ref
+        else:
+            sha, base = head_sha, self.base_branch
+        pins: dict[str, int | None] = {name: None for name in required}
+        for name, app in self.required_checks(base).items():
+            pins[name] = app if app is not None else pins.get(name)
+        for name, app in (check_apps or {}).items():
+            pins[name] = app
+        if not pins:
+            raise self._fail(
+                NoRequiredChecks,
+                f"no check is required on {base} (none configured, none in branch protection "
+                "or rulesets): refusing to treat an unchecked head as passed",
+                pr_number=pr_number,
+                branch=base,
+            )
+        names = tuple(pins)
         deadline = time.monotonic() + timeout
         while True:
-            found = self._check_results(sha, required, pr_number)
+            found = self._check_results(sha, pins, pr_number)
             failed = tuple(
                 r
                 for r in found.values()
@@ -916,17 +1024,20 @@ class GitHubClient:
                 error.failed = failed
                 raise error
             pending = tuple(
-                name for name in required if name not in found or found[name].status != "completed"
+                name for name in names if name not in found or found[name].status != "completed"
             )
             if not pending:
                 return ChecksSummary(
                     pr_number=pr_number,
                     head_sha=sha,
-                    checks=tuple(found[name] for name in required),
+                    checks=tuple(found[name] for name in names),
                 )
             if time.monotonic() + poll_interval > deadline:
                 states = ", ".join(
-                    f"{name} ({found[name].status if name in found else 'not reported'})"
+                    f"{name} ({found[name].status})"
+                    if name in found
+                    else f"{name} (not reported"
+                    + (f" by app {pins[name]})" if pins[name] is not None else ")")
                     for name in pending
                 )
                 timed_out = self._fail(

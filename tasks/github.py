@@ -216,8 +216,12 @@ def wait_for_checks(
     timeout: float = 600,
     poll_interval: float = 2.0,
     head_sha: str | None = None,
+    check_apps: Mapping[str, int] | None = None,
 ) -> ChecksSummary:
     """Wait until every required check on the pull request's head has passed.
+
+    The checks are the union of ``required``, ``check_apps``' names and what GitHub requires
+    on the base branch (branch protection and rulesets); an empty union fails at once.
 
     Args:
         connection: The GitOps repository and its credentials.
@@ -226,15 +230,26 @@ def wait_for_checks(
         timeout: Seconds to wait before failing with ``ChecksTimedOut``.
         poll_interval: Seconds between (conditional) polls.
         head_sha: The head commit, when known, to save one request.
+        check_apps: Check name -> id of the GitHub App that must post it (a commit status or
+            another app's run does not count).
 
     Returns:
         The passed checks with their conclusions and links.
     """
     logger = get_run_logger()
-    logger.info("Waiting for %s on pull request #%s", ", ".join(required), pr_number)
+    logger.info(
+        "Waiting for %s (and what GitHub requires) on pull request #%s",
+        ", ".join(required) or "no configured checks",
+        pr_number,
+    )
     with _client(connection) as client:
         summary = client.wait_for_checks(
-            pr_number, required, timeout=timeout, poll_interval=poll_interval, head_sha=head_sha
+            pr_number,
+            required,
+            timeout=timeout,
+            poll_interval=poll_interval,
+            head_sha=head_sha,
+            check_apps=check_apps,
         )
     logger.info(
         "Checks passed on #%s (%s): %s",

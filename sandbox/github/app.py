@@ -15,8 +15,11 @@ git under ``/{owner}/{name}.git`` (``git http-backend``), and the admin routes u
   (also resets the latency).
 - ``PUT /_sandbox/latency`` ``{"seconds": s}``: delay every request.
 - ``POST /_sandbox/statuses`` ``{"sha", "context", "state", "description"?, "target_url"?}``.
-- ``PUT /_sandbox/protection`` ``{"branch"?, "required_checks"?, "required_approving_reviews"?,
+- ``PUT /_sandbox/protection`` ``{"branch"?, "required_checks"? (names or {"context", "app_id"}),
+  "required_approving_reviews"?,
   "strict"?, "dismiss_stale_reviews"?}``.
+- ``PUT /_sandbox/rulesets`` ``{"rulesets": [{"name", "branches", "enforcement",
+  "required_checks": [name or {"context", "integration_id"}], "merge_queue"}]}`` (replaces them).
 - ``POST /_sandbox/checks/wait`` ``{"timeout": s}`` -> ``{"idle": bool}``; ``GET /_sandbox/heads``.
 """
 
@@ -329,6 +332,9 @@ def _admin(emu: GitHubEmulator, method: str, action: str, data: dict[str, Any]) 
             dismiss_stale_reviews=data.get("dismiss_stale_reviews"),
         )
         return JSONResponse(emu.protection_json(data.get("branch") or emu.base_branch))
+    if action == "rulesets" and method in {"PUT", "POST"}:
+        emu.set_rulesets(data.get("rulesets", []))
+        return JSONResponse(emu.branch_rules_json(data.get("branch") or emu.base_branch))
     if action == "checks/wait" and method == "POST":
         done = emu.wait_for_checks(float(data.get("timeout", 30.0)))
         return JSONResponse({"idle": done})
