@@ -17,9 +17,10 @@ import email.utils
 import json
 import math
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Literal, NoReturn
+from urllib.parse import quote
 
 import requests
 from github import Auth, Github, GithubException
@@ -41,6 +42,10 @@ if TYPE_CHECKING:
 
 MARKER_PREFIX = "release-promotion"
 PASSING_CONCLUSIONS = frozenset({"success", "neutral", "skipped"})
+# GitHub: after a secondary rate limit without Retry-After, "wait for at least one minute".
+SECONDARY_RATE_LIMIT_WAIT = 60.0
+# The longest a primary rate limit may be waited out before the call fails for good.
+MAX_RATE_LIMIT_WAIT = 900.0
 
 
 # --------------------------------------------------------------------------- errors
@@ -88,11 +93,19 @@ class GitHubUnavailable(GitHubError):
 
 
 class GitHubRateLimited(GitHubUnavailable):
-    """429, or a 403 secondary rate limit; ``retry_after`` holds the server's Retry-After."""
+    """A rate limit (403 or 429) to wait out; ``retry_after`` holds the seconds to wait.
+
+    Primary (``x-ratelimit-remaining: 0``): until ``x-ratelimit-reset``; secondary: its
+    Retry-After, else at least ``SECONDARY_RATE_LIMIT_WAIT``.
+    """
 
 
 class GitHubRequestFailed(GitHubError):
     """A 4xx that retrying will not fix (bad credentials, not found, validation failed...)."""
+
+
+class GitHubRateLimitExhausted(GitHubRequestFailed):
+    """The primary rate limit is used up and resets later than the client may wait."""
 
 
 class PullRequestNotFound(GitHubRequestFailed):
@@ -121,6 +134,10 @@ class ChecksFailed(GitHubError):
     failed: tuple[CheckResult, ...] = ()
 
 
+class NoRequiredChecks(GitHubError):
+    """No check is required at all (configured, branch protection, rulesets): refusing."""
+
+
 class ChecksTimedOut(GitHubError):
     """The required checks did not all pass in time; ``pending`` lists what was left."""
 
@@ -132,9 +149,22 @@ class ReviewTimedOut(GitHubError):
 
 
 class MergeRefused(GitHubError):
-    """GitHub answered 405: the pull request is not mergeable; ``reason`` is GitHub's."""
+    """GitHub answered 405: the pull request is not mergeable; ``reason`` is GitHub's.
+
+    ``kind`` says which rule refused: ``checks`` (a required check is expected or failing),
+    ``review`` (a required review), ``merge_queue`` (the branch takes merges only through its
+    merge queue), ``conflict``, or ``other``.
+    """
 
     reason: str = ""
+    kind: str = "other"
+
+
+class MergeRaced(MergeRefused):
+    """405 "Base branch was modified": the base moved during the merge; retrying may succeed."""
+
+    transient = True
+    kind = "base_modified"
 
 
 class HeadMoved(GitHubError):
@@ -182,29 +212,84 @@ def _github_message(exc: GithubException) -> str:
     return exc.message or f"HTTP {exc.status}"
 
 
-def _is_secondary_rate_limit(exc: GithubException) -> bool:
-    if exc.status != 403:
-        return False
+def rate_limit_wait(
+    exc: GithubException,
+    *,
+    now: float | None = None,
+    secondary_wait: float = SECONDARY_RATE_LIMIT_WAIT,
+) -> tuple[Literal["primary", "secondary"], float, float | None] | None:
+    """``(kind, seconds to wait, reset epoch)`` when ``exc`` is a rate limit, else None.
+
+    GitHub's rules: a 403 or 429 with ``x-ratelimit-remaining: 0`` is the primary limit, to be
+    waited out until ``x-ratelimit-reset`` (UTC epoch seconds); a 403 or 429 with the secondary
+    message (or a Retry-After) is a secondary limit: honour Retry-After, else wait at least a
+    minute. A 403 that is neither (missing permission) is not a rate limit.
+    """
+    if exc.status not in (403, 429):
+        return None
+    now = time.time() if now is None else now
+    retry_after = _retry_after(exc.headers)
     message = _github_message(exc).lower()
-    return Requester.isSecondaryRateLimitError(message) or (
-        _header(exc.headers, "retry-after") is not None
-        and not Requester.isPrimaryRateLimitError(message)
+    if _header(exc.headers, "x-ratelimit-remaining") == "0":
+        reset_header = _header(exc.headers, "x-ratelimit-reset")
+        try:
+            reset: float | None = float(reset_header) if reset_header is not None else None
+        except ValueError:
+            reset = None
+        if retry_after is not None:
+            return "primary", retry_after, reset
+        if reset is None:
+            return "primary", secondary_wait, None
+        # The reset is in whole seconds: one more so the retry lands after it.
+        return "primary", max(0.0, reset - now) + 1.0, reset
+    secondary = (
+        Requester.isSecondaryRateLimitError(message)
+        or Requester.isPrimaryRateLimitError(message)
+        or retry_after is not None
+        or exc.status == 429
     )
+    if not secondary:
+        return None
+    return "secondary", retry_after if retry_after is not None else secondary_wait, None
 
 
 def is_transient(exc: BaseException) -> bool:
-    """True for failures worth retrying: 5xx, 429, a 403 secondary rate limit, connection errors.
+    """True for failures worth retrying: 5xx, rate limits we may wait out, connection errors.
 
     Accepts this module's errors, PyGithub's ``GithubException`` and ``requests`` errors; other
-    4xx and logic errors (checks failed, merge refused...) are never transient.
+    4xx and logic errors (checks failed, merge refused...) are never transient. A primary rate
+    limit that resets later than ``MAX_RATE_LIMIT_WAIT`` is not transient either.
     """
     if isinstance(exc, GitHubError):
         return exc.transient
     if isinstance(exc, GithubException):
-        return exc.status >= 500 or exc.status == 429 or _is_secondary_rate_limit(exc)
+        if exc.status >= 500:
+            return True
+        limit = rate_limit_wait(exc)
+        return limit is not None and limit[1] <= MAX_RATE_LIMIT_WAIT
     return isinstance(
         exc, requests.ConnectionError | requests.Timeout | requests.exceptions.ChunkedEncodingError
     )
+
+
+def _utc(epoch: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
+
+
+def _merge_refusal(reason: str) -> tuple[str, str]:
+    """``(kind, what it means)`` of a 405 merge refusal, from GitHub's message."""
+    text = reason.lower()
+    if "base branch was modified" in text:
+        return "base_modified", "the base branch moved during the merge: a race, worth retrying"
+    if "merge queue" in text:
+        return "merge_queue", "the base branch only takes merges through its merge queue"
+    if "status check" in text or "is expected" in text:
+        return "checks", "a required check has not passed on the head"
+    if "review" in text or "changes were requested" in text:
+        return "review", "a required approving review is missing"
+    if "conflict" in text or "not mergeable" in text or "rebased" in text:
+        return "conflict", "the head does not merge cleanly into the base"
+    return "other", "GitHub's rules for the base branch refuse the merge"
 
 
 # --------------------------------------------------------------------------- results
@@ -238,6 +323,7 @@ class CheckResult(_Frozen):
     conclusion: str | None = None  # success, failure, ... (statuses: success, failure, error)
     url: str | None = None
     summary: str | None = None
+    app_id: int | None = None  # the GitHub App that posted a check run
 
 
 class ChecksSummary(_Frozen):
@@ -301,6 +387,11 @@ class GitHubClient:
         repository: ``owner/name``.
         base_branch: The branch the environments follow.
         timeout: Seconds per HTTP request.
+        secondary_rate_limit_wait: Seconds to wait after a secondary rate limit that gave no
+            Retry-After (GitHub asks for at least a minute; tests lower it).
+        max_rate_limit_wait: The longest wait for a primary rate limit's reset; a later reset
+            fails with ``GitHubRateLimitExhausted`` naming the reset time.
+        clock: Epoch seconds, to turn ``x-ratelimit-reset`` into a wait.
     """
 
     def __init__(
@@ -311,7 +402,13 @@ class GitHubClient:
         *,
         base_branch: str = "main",
         timeout: float = 15.0,
+        secondary_rate_limit_wait: float = SECONDARY_RATE_LIMIT_WAIT,
+        max_rate_limit_wait: float = MAX_RATE_LIMIT_WAIT,
+        clock: Callable[[], float] = time.time,
     ) -> None:
+        self.secondary_rate_limit_wait = secondary_rate_limit_wait
+        self.max_rate_limit_wait = max_rate_limit_wait
+        self._clock = clock
         secret = token if isinstance(token, SecretStr) else SecretStr(token)
         if not secret.get_secret_value():
             raise GitHubError(f"[{repository}] an empty GitHub token was given")
@@ -398,8 +495,20 @@ class GitHubClient:
             message = f"{action}: GitHub answered {exc.status}: {_github_message(exc)}"
             retry_after = _retry_after(exc.headers)
             cls: type[GitHubError]
-            if exc.status == 429 or _is_secondary_rate_limit(exc):
+            limit = rate_limit_wait(
+                exc, now=self._clock(), secondary_wait=self.secondary_rate_limit_wait
+            )
+            if limit is not None:
+                which, retry_after, reset = limit
+                when = f"it resets at {_utc(reset)}, " if reset is not None else ""
+                message += f" ({which} rate limit; {when}wait {retry_after:.0f} s)"
                 cls = GitHubRateLimited
+                if retry_after > self.max_rate_limit_wait:
+                    cls = GitHubRateLimitExhausted
+                    message += (
+                        f": longer than the {self.max_rate_limit_wait:g} s this client may wait;"
+                        " run again after the reset"
+                    )
             elif exc.status >= 500:
                 cls = GitHubUnavailable
             elif exc.status == 404 and pr_number is not None:
@@ -555,14 +664,30 @@ class GitHubClient:
             return self._info(best)
 
     def latest_merged_pr(self, branch_prefix: str) -> PullRequestInfo | None:
-        """The most recently merged pull request whose head branch starts with the prefix."""
+        """The pull request merged last (by ``merged_at``) whose head branch starts with the prefix.
+
+        GitHub cannot sort pull requests by merge time, and ``updated_at`` moves with any
+        comment or label, so the pick is by ``merged_at`` here. The list is scanned newest
+        update first only to stop early: a pull request's ``updated_at`` is never before its
+        ``merged_at``, so once updates are older than the best merge found, none can beat it.
+        """
+        best: PullRequest | None = None
         with self._calling("list merged pull requests"):
             for pr in self._repo.get_pulls(
                 state="closed", sort="updated", direction="desc", base=self.base_branch
             ):
-                if pr.merged_at is not None and pr.head.ref.startswith(branch_prefix):
-                    return self._info(pr)
-        return None
+                if (
+                    best is not None
+                    and best.merged_at is not None
+                    and pr.updated_at is not None
+                    and pr.updated_at < best.merged_at
+                ):
+                    break
+                if pr.merged_at is None or not pr.head.ref.startswith(branch_prefix):
+                    continue
+                if best is None or (pr.merged_at, pr.number) > (best.merged_at, best.number):
+                    best = pr
+        return self._info(best) if best is not None else None
 
     def base_head_sha(self) -> str:
         """The commit the base branch points at now."""
@@ -728,34 +853,95 @@ class GitHubClient:
 
     # ----------------------------------------------------------------- checks
 
-    def _check_results(
-        self, sha: str, required: Sequence[str], pr_number: int
-    ) -> dict[str, CheckResult]:
-        found: dict[str, CheckResult] = {}
+    def required_checks(self, branch: str | None = None) -> dict[str, int | None]:
+        """The checks GitHub requires on ``branch``: name -> the app id that must post it.
+
+        Branch protection's (from the branch, readable without admin rights) and every active
+        ruleset's ``required_status_checks`` (``GET /rules/branches/{branch}``, which branch
+        protection does not show). An app id of None means any poster counts.
+        """
+        branch = branch or self.base_branch
+        found: dict[str, int | None] = {}
+        with self._calling("read the branch protection", branch=branch):
+            data = self._repo.get_branch(branch).raw_data
+        required = (data.get("protection") or {}).get("required_status_checks") or {}
+        for check in required.get("checks") or []:
+            found[str(check["context"])] = check.get("app_id")
+        for context in required.get("contexts") or []:
+            found.setdefault(str(context), None)
+        page = 1
+        while True:
+            try:
+                rules = self._conditional_get(
+                    self._repo_path(f"/rules/branches/{quote(branch, safe='')}")
+                    + f"?per_page=100&page={page}",
+                    f"read the rules of {branch}",
+                )
+            except GitHubRequestFailed as exc:
+                if exc.status == 404:  # no rulesets API (older GitHub Enterprise Server)
+                    break
+                raise
+            for rule in rules or []:
+                if rule.get("type") != "required_status_checks":
+                    continue
+                for check in (rule.get("parameters") or {}).get("required_status_checks") or []:
+                    name = str(check["context"])
+                    app = check.get("integration_id")
+                    found[name] = app if app is not None else found.get(name)
+            if len(rules or []) < 100:
+                break
+            page += 1
+        return found
+
+    def _check_run(
+        self, sha: str, name: str, app_id: int | None, pr_number: int
+    ) -> CheckResult | None:
+        """The latest check run ``name`` on ``sha`` (by ``app_id`` if pinned), if any.
+
+        Filtered by ``check_name`` on the server: a busy commit has more check runs than one
+        page holds, and the required one need not be on the first.
+        """
+        query = f"check_name={quote(name, safe='')}&filter=latest&per_page=100"
+        if app_id is not None:
+            query += f"&app_id={app_id}"
         data = self._conditional_get(
-            self._repo_path(f"/commits/{sha}/check-runs?per_page=100"),
-            "list check runs",
+            self._repo_path(f"/commits/{sha}/check-runs?{query}"),
+            f"list the check runs named {name!r}",
             pr_number=pr_number,
         )
-        runs = sorted(
-            (data or {}).get("check_runs", []),
-            key=lambda r: (str(r.get("started_at") or ""), int(r.get("id") or 0)),
+        runs = [
+            r
+            for r in (data or {}).get("check_runs", [])
+            if r.get("name") == name
+            and (app_id is None or (r.get("app") or {}).get("id") == app_id)
+        ]
+        if not runs:
+            return None
+        run = max(runs, key=lambda r: (str(r.get("started_at") or ""), int(r.get("id") or 0)))
+        output = run.get("output") or {}
+        return CheckResult(
+            name=name,
+            kind="check_run",
+            status=str(run.get("status")),
+            conclusion=run.get("conclusion"),
+            url=run.get("html_url") or run.get("details_url"),
+            summary=output.get("summary") or output.get("title"),
+            app_id=(run.get("app") or {}).get("id"),
         )
-        for run in runs:  # the latest run of a name wins
-            name = str(run.get("name"))
-            if name in required:
-                output = run.get("output") or {}
-                found[name] = CheckResult(
-                    name=name,
-                    kind="check_run",
-                    status=str(run.get("status")),
-                    conclusion=run.get("conclusion"),
-                    url=run.get("html_url") or run.get("details_url"),
-                    summary=output.get("summary") or output.get("title"),
-                )
-        if all(name in found for name in required):
+
+    def _check_results(
+        self, sha: str, required: Mapping[str, int | None], pr_number: int
+    ) -> dict[str, CheckResult]:
+        found: dict[str, CheckResult] = {}
+        for name, app_id in required.items():
+            result = self._check_run(sha, name, app_id, pr_number)
+            if result is not None:
+                found[name] = result
+        # Contexts without a check run may be commit statuses; a status anyone with write
+        # access can post, so it never satisfies a check pinned to an app.
+        wanted = [n for n, app in required.items() if n not in found and app is None]
+        if not wanted:
             return found
-        # Only contexts missing from the check runs are looked up as commit statuses.
         combined = self._conditional_get(
             self._repo_path(f"/commits/{sha}/status?per_page=100"),
             "read the combined status",
@@ -763,7 +949,7 @@ class GitHubClient:
         )
         for status in (combined or {}).get("statuses", []):  # newest first
             name = str(status.get("context"))
-            if name in required and name not in found:
+            if name in wanted and name not in found:
                 state = str(status.get("state"))
                 found[name] = CheckResult(
                     name=name,
@@ -783,17 +969,42 @@ class GitHubClient:
         timeout: float = 600,
         poll_interval: float = 2.0,
         head_sha: str | None = None,
+        check_apps: Mapping[str, int] | None = None,
     ) -> ChecksSummary:
         """Wait until every required check on the PR head passed; fail fast on a failure.
 
-        ``required`` names check runs (by name) or commit statuses (by context). Pass
-        ``head_sha`` (from ``open_promotion_pr``) to save reading the pull request.
-        Raises ``ChecksFailed`` (with the check's output summary) or ``ChecksTimedOut``.
+        The checks waited for are the union of ``required`` (check run names or commit status
+        contexts), ``check_apps``' names, and what GitHub requires on the base branch (branch
+        protection and rulesets). ``check_apps`` pins the GitHub App that must post a check
+        (name -> app id; protection's ``app_id`` and rulesets' ``integration_id`` pin too): a
+        run by another app or a commit status does not count for it. Pass ``head_sha`` (from
+        ``open_promotion_pr``) to save reading the pull request.
+
+        Raises ``NoRequiredChecks`` when that union is empty, ``ChecksFailed`` (with the
+        check's output summary) or ``ChecksTimedOut``.
         """
-        sha = head_sha or self._pull(pr_number).head.sha
+        if head_sha is None:
+            pr = self._pull(pr_number)
+            sha, base = pr.head.sha, pr.base.ref
+        else:
+            sha, base = head_sha, self.base_branch
+        pins: dict[str, int | None] = {name: None for name in required}
+        for name, app in self.required_checks(base).items():
+            pins[name] = app if app is not None else pins.get(name)
+        for name, app in (check_apps or {}).items():
+            pins[name] = app
+        if not pins:
+            raise self._fail(
+                NoRequiredChecks,
+                f"no check is required on {base} (none configured, none in branch protection "
+                "or rulesets): refusing to treat an unchecked head as passed",
+                pr_number=pr_number,
+                branch=base,
+            )
+        names = tuple(pins)
         deadline = time.monotonic() + timeout
         while True:
-            found = self._check_results(sha, required, pr_number)
+            found = self._check_results(sha, pins, pr_number)
             failed = tuple(
                 r
                 for r in found.values()
@@ -813,17 +1024,20 @@ class GitHubClient:
                 error.failed = failed
                 raise error
             pending = tuple(
-                name for name in required if name not in found or found[name].status != "completed"
+                name for name in names if name not in found or found[name].status != "completed"
             )
             if not pending:
                 return ChecksSummary(
                     pr_number=pr_number,
                     head_sha=sha,
-                    checks=tuple(found[name] for name in required),
+                    checks=tuple(found[name] for name in names),
                 )
             if time.monotonic() + poll_interval > deadline:
                 states = ", ".join(
-                    f"{name} ({found[name].status if name in found else 'not reported'})"
+                    f"{name} ({found[name].status})"
+                    if name in found
+                    else f"{name} (not reported"
+                    + (f" by app {pins[name]})" if pins[name] is not None else ")")
                     for name in pending
                 )
                 timed_out = self._fail(
@@ -942,15 +1156,17 @@ class GitHubClient:
                     branch=current.head.ref,
                     status=409,
                 ) from exc
+            kind, meaning = _merge_refusal(reason)
             refused = self._fail(
-                MergeRefused,
-                f"merge refused (405): {reason}",
+                MergeRaced if kind == "base_modified" else MergeRefused,
+                f"merge refused (405): {reason} ({meaning})",
                 pr_number=pr_number,
                 branch=current.head.ref,
                 status=405,
             )
             assert isinstance(refused, MergeRefused)
             refused.reason = reason
+            refused.kind = kind
             raise refused from exc
         except requests.RequestException as exc:
             self._raise(exc, "merge", pr_number=pr_number)

@@ -61,13 +61,16 @@ class RepositoryNotFound(RegistryRequestFailed):
 class MissingImage:
     service: str
     reference: str
+    detail: str = ""
 
 
 class ReleaseIncomplete(RegistryError):
     """Images of a release are missing; ``missing`` lists every one of them."""
 
     def __init__(self, tag: str, missing: tuple[MissingImage, ...], registry: str) -> None:
-        listed = ", ".join(f"{m.service} ({m.reference})" for m in missing)
+        listed = ", ".join(
+            f"{m.service} ({m.reference}{'; ' + m.detail if m.detail else ''})" for m in missing
+        )
         super().__init__(
             f"release {tag} is incomplete in {registry}: {len(missing)} image(s) missing: {listed}"
         )
@@ -97,7 +100,8 @@ class RegistryClient:
 
     Args:
         base_url: The registry, for example ``https://registry.digitalocean.com``.
-        username: For the token service (DOCR: any non-empty name with an API token).
+        username: For the token service (DOCR: any non-empty name with an API token). It can
+            itself be a token, so it never appears in a message.
         password: The password or API token (never printed).
         http: The ``httpx.Client`` to use; by default one is built and owned with ``timeout``.
         timeout: Per-request timeout of the default client.
@@ -108,20 +112,23 @@ class RegistryClient:
         self,
         base_url: str,
         *,
-        username: str | None = None,
+        username: SecretStr | str | None = None,
         password: SecretStr | str | None = None,
         http: httpx.Client | None = None,
         timeout: float = 10.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.base_url = base_url.rstrip("/")
-        self.username = username
+        self._username = SecretStr(username) if isinstance(username, str) else username
         self._password = SecretStr(password) if isinstance(password, str) else password
         self._owns_http = http is None
         self._http = http if http is not None else httpx.Client(timeout=timeout)
         self._clock = clock
         self._tokens: dict[str, tuple[str, float]] = {}
         self.token_requests = 0
+
+    def __repr__(self) -> str:
+        return f"RegistryClient({self.base_url!r})"
 
     def close(self) -> None:
         if self._owns_http:
@@ -155,9 +162,9 @@ class RegistryClient:
             raise RegistryUnavailable(f"{what}: cannot reach {self.base_url}: {exc}") from exc
 
     def _basic(self) -> httpx.BasicAuth | None:
-        if self.username is None or self._password is None:
+        if self._username is None or self._password is None:
             return None
-        return httpx.BasicAuth(self.username, self._password.get_secret_value())
+        return httpx.BasicAuth(self._username.get_secret_value(), self._password.get_secret_value())
 
     def _fetch_token(self, params: dict[str, str], scope: str, what: str) -> tuple[str, float]:
         realm = params.get("realm")
@@ -177,7 +184,7 @@ class RegistryClient:
         if response.status_code in {401, 403}:
             raise RegistryAuthFailed(
                 f"{what}: token service {realm} refused the credentials "
-                f"(HTTP {response.status_code}; username {self.username!r})",
+                f"(HTTP {response.status_code})",
                 status_code=response.status_code,
             )
         if not response.is_success:
@@ -220,9 +227,19 @@ class RegistryClient:
                 status_code=401,
             )
         response = self._send(method, url, headers, what, auth=basic)
+        if response.status_code == 401 and scheme == "bearer":
+            # The token service accepted the credentials and issued a token for this scope, yet
+            # the registry refuses it: Docker Hub answers so for a repository that does not exist
+            # (it will not tell "absent" from "not yours"). Report it as missing, not as bad
+            # credentials.
+            raise RepositoryNotFound(
+                f"{what}: {self.base_url} answered 401 to a freshly issued token for {scope}: "
+                "the repository does not exist (or these credentials may not read it)",
+                status_code=401,
+            )
         if response.status_code == 401:
             raise RegistryAuthFailed(
-                f"{what}: {self.base_url} refused the token for {scope}", status_code=401
+                f"{what}: {self.base_url} refused the credentials for {scope}", status_code=401
             )
         return response
 
@@ -246,13 +263,16 @@ class RegistryClient:
     def manifest_digest(self, repository: str, tag: str) -> str | None:
         """The digest of ``repository:tag`` (``HEAD`` of the manifest), or None if it is absent."""
         what = f"[{repository}:{tag}] HEAD manifest"
-        response = self._request(
-            "HEAD",
-            f"/v2/{repository}/manifests/{tag}",
-            f"repository:{repository}:pull",
-            what,
-            accept=MANIFEST_ACCEPT,
-        )
+        try:
+            response = self._request(
+                "HEAD",
+                f"/v2/{repository}/manifests/{tag}",
+                f"repository:{repository}:pull",
+                what,
+                accept=MANIFEST_ACCEPT,
+            )
+        except RepositoryNotFound:
+            return None
         if response.status_code == 404:
             return None
         if not response.is_success:

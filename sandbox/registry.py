@@ -249,6 +249,10 @@ class BearerTokenFront:
         users: username -> password; when given, ``/token`` requires basic auth.
         service: The ``service`` of the challenge.
         token_ttl: Seconds a token stays valid.
+        unknown_repository_401: Answer ``401`` (with a fresh challenge) instead of ``404`` for a
+            repository that does not exist, even to a valid token, as Docker Hub does (it will
+            not tell "absent" from "not yours"). A missing tag of an existing repository
+            still answers ``404``.
     """
 
     def __init__(
@@ -258,7 +262,9 @@ class BearerTokenFront:
         users: Mapping[str, str] | None = None,
         service: str = "sandbox-registry",
         token_ttl: float = 300.0,
+        unknown_repository_401: bool = False,
     ) -> None:
+        self.unknown_repository_401 = unknown_repository_401
         self.upstream = upstream.rstrip("/")
         self.users = dict(users or {})
         self.service = service
@@ -359,6 +365,34 @@ class BearerTokenFront:
                     granted |= set(parts[2].split(","))
         return set(actions.split(",")) <= granted
 
+    def _challenge(self, request: Request, scope: str | None, error: str | None = None) -> Response:
+        realm = f"{str(request.base_url).rstrip('/')}/token"
+        challenge = f'Bearer realm="{realm}",service="{self.service}"'
+        if scope is not None:
+            challenge += f',scope="{scope}"'
+        if error is not None:
+            challenge += f',error="{error}"'
+        return JSONResponse(
+            {
+                "errors": [
+                    {
+                        "code": "UNAUTHORIZED",
+                        "message": "authentication required",
+                        "detail": None,
+                    }
+                ]
+            },
+            status_code=401,
+            headers={"WWW-Authenticate": challenge},
+        )
+
+    def _repository_exists(self, request: Request) -> bool:
+        match = _REPO_PATH.match(request.url.path)
+        if match is None:
+            return True
+        probe = self._http.get(f"{self.upstream}/v2/{match.group('name')}/tags/list")
+        return probe.status_code != 404
+
     async def proxy(self, request: Request) -> Response:
         self.counts["requests"] += 1
         fault = self._take_fault()
@@ -370,23 +404,7 @@ class BearerTokenFront:
         scope = self._required_scope(request)
         if not self._authorized(request, scope):
             self.counts["challenged"] += 1
-            realm = f"{str(request.base_url).rstrip('/')}/token"
-            challenge = f'Bearer realm="{realm}",service="{self.service}"'
-            if scope is not None:
-                challenge += f',scope="{scope}"'
-            return JSONResponse(
-                {
-                    "errors": [
-                        {
-                            "code": "UNAUTHORIZED",
-                            "message": "authentication required",
-                            "detail": None,
-                        }
-                    ]
-                },
-                status_code=401,
-                headers={"WWW-Authenticate": challenge},
-            )
+            return self._challenge(request, scope)
         body = await request.body()
         headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP_HEADERS}
         url = self.upstream + request.url.path
@@ -395,6 +413,13 @@ class BearerTokenFront:
         upstream = await run_in_threadpool(
             self._http.request, request.method, url, content=body, headers=headers
         )
+        if (
+            upstream.status_code == 404
+            and self.unknown_repository_401
+            and not await run_in_threadpool(self._repository_exists, request)
+        ):
+            self.counts["hidden_404"] += 1
+            return self._challenge(request, scope, error="insufficient_scope")
         out_headers = {k: v for k, v in upstream.headers.items() if k.lower() not in _RESPONSE_SKIP}
         if "location" in out_headers and out_headers["location"].startswith(self.upstream):
             out_headers["location"] = str(request.base_url).rstrip("/") + out_headers[

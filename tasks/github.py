@@ -20,6 +20,8 @@ from pydantic import BaseModel, ConfigDict, SecretStr
 
 from promotion.config import Environment, PromotionConfig, Settings
 from promotion.github import (
+    MAX_RATE_LIMIT_WAIT,
+    SECONDARY_RATE_LIMIT_WAIT,
     ChecksSummary,
     CommentInfo,
     GitHubClient,
@@ -60,7 +62,9 @@ class GitHubTarget(BaseModel):
     """Where the GitOps repository is and how to authenticate (safe to pass to tasks).
 
     Give ``token`` (kept as a ``SecretStr``: it prints as ``**********``) or the name of a
-    Prefect Secret block in ``token_block``.
+    Prefect Secret block in ``token_block``. ``secondary_rate_limit_wait`` (GitHub asks for at
+    least 60 s after a secondary rate limit without Retry-After) and ``max_rate_limit_wait`` (the
+    longest wait for a primary rate limit's reset) keep GitHub's defaults unless lowered.
     """
 
     model_config = ConfigDict(frozen=True)
@@ -71,6 +75,8 @@ class GitHubTarget(BaseModel):
     token: SecretStr | None = None
     token_block: str | None = None
     timeout: float = 15.0
+    secondary_rate_limit_wait: float = SECONDARY_RATE_LIMIT_WAIT
+    max_rate_limit_wait: float = MAX_RATE_LIMIT_WAIT
 
     @classmethod
     def from_settings(cls, settings: Settings, config: PromotionConfig) -> GitHubTarget:
@@ -105,6 +111,8 @@ class GitHubTarget(BaseModel):
             self.repository,
             base_branch=self.base_branch,
             timeout=self.timeout,
+            secondary_rate_limit_wait=self.secondary_rate_limit_wait,
+            max_rate_limit_wait=self.max_rate_limit_wait,
         )
 
 
@@ -208,8 +216,12 @@ def wait_for_checks(
     timeout: float = 600,
     poll_interval: float = 2.0,
     head_sha: str | None = None,
+    check_apps: Mapping[str, int] | None = None,
 ) -> ChecksSummary:
     """Wait until every required check on the pull request's head has passed.
+
+    The checks are the union of ``required``, ``check_apps``' names and what GitHub requires
+    on the base branch (branch protection and rulesets); an empty union fails at once.
 
     Args:
         connection: The GitOps repository and its credentials.
@@ -218,15 +230,26 @@ def wait_for_checks(
         timeout: Seconds to wait before failing with ``ChecksTimedOut``.
         poll_interval: Seconds between (conditional) polls.
         head_sha: The head commit, when known, to save one request.
+        check_apps: Check name -> id of the GitHub App that must post it (a commit status or
+            another app's run does not count).
 
     Returns:
         The passed checks with their conclusions and links.
     """
     logger = get_run_logger()
-    logger.info("Waiting for %s on pull request #%s", ", ".join(required), pr_number)
+    logger.info(
+        "Waiting for %s (and what GitHub requires) on pull request #%s",
+        ", ".join(required) or "no configured checks",
+        pr_number,
+    )
     with _client(connection) as client:
         summary = client.wait_for_checks(
-            pr_number, required, timeout=timeout, poll_interval=poll_interval, head_sha=head_sha
+            pr_number,
+            required,
+            timeout=timeout,
+            poll_interval=poll_interval,
+            head_sha=head_sha,
+            check_apps=check_apps,
         )
     logger.info(
         "Checks passed on #%s (%s): %s",

@@ -28,14 +28,16 @@ DEFAULT_PASSWORD_BLOCK = Settings.SECRET_BLOCKS["registry_password"]
 class RegistryTarget(BaseModel):
     """Where the registry is and how to authenticate (safe to pass to tasks).
 
-    Anonymous when ``username`` is None. The password is a ``SecretStr`` (prints as
-    ``**********``) or is read from the Prefect Secret block ``password_block``.
+    Anonymous when ``username`` is None. The username is a ``SecretStr`` too (a DOCR username
+    can be an API token; a plain string is accepted and wrapped), so neither shows in a repr, a
+    log line or a Prefect parameter view. The password is a ``SecretStr`` or is read from the
+    Prefect Secret block ``password_block``.
     """
 
     model_config = ConfigDict(frozen=True)
 
     base_url: str
-    username: str | None = None
+    username: SecretStr | None = None
     password: SecretStr | None = None
     password_block: str | None = None
     timeout: float = 10.0

@@ -8,14 +8,18 @@ git under ``/{owner}/{name}.git`` (``git http-backend``), and the admin routes u
 - ``GET /_sandbox/stats``: ``{"total", "routes": {"METHOD template": n}, "not_modified_total",
   "not_modified", "faulted_total", "faulted"}`` (304s and injected faults apart from ``routes``);
   ``POST /_sandbox/stats/reset``.
-- ``POST /_sandbox/faults`` ``{"kind": "error"|"rate_limit"|"secondary_rate_limit"|"stall",
-  "path": regex, "method": "GET"|..., "count": n, "status": 502, "retry_after": s,
-  "seconds": s}`` -> 201 with the fault; ``GET /_sandbox/faults``; ``DELETE /_sandbox/faults``
+- ``POST /_sandbox/faults`` ``{"kind": "error"|"rate_limit"|"primary_rate_limit"|
+  "secondary_rate_limit"|"base_modified"|"stall", "path": regex, "method": "GET"|..., "count": n,
+  "status": 502, "retry_after": s or null (no header), "reset_in": s, "seconds": s}`` -> 201 with
+  the fault (see ``sandbox.github.faults``); ``GET /_sandbox/faults``; ``DELETE /_sandbox/faults``
   (also resets the latency).
 - ``PUT /_sandbox/latency`` ``{"seconds": s}``: delay every request.
 - ``POST /_sandbox/statuses`` ``{"sha", "context", "state", "description"?, "target_url"?}``.
-- ``PUT /_sandbox/protection`` ``{"branch"?, "required_checks"?, "required_approving_reviews"?,
+- ``PUT /_sandbox/protection`` ``{"branch"?, "required_checks"? (names or {"context", "app_id"}),
+  "required_approving_reviews"?,
   "strict"?, "dismiss_stale_reviews"?}``.
+- ``PUT /_sandbox/rulesets`` ``{"rulesets": [{"name", "branches", "enforcement",
+  "required_checks": [name or {"context", "integration_id"}], "merge_queue"}]}`` (replaces them).
 - ``POST /_sandbox/checks/wait`` ``{"timeout": s}`` -> ``{"idle": bool}``; ``GET /_sandbox/heads``.
 """
 
@@ -90,9 +94,28 @@ def _error_response(error: ApiError, headers: dict[str, str]) -> Response:
 
 
 def _fault_response(fault: Fault) -> Response:
-    headers = {"Retry-After": str(fault.retry_after)}
-    if fault.kind == "rate_limit":
+    headers = {} if fault.retry_after is None else {"Retry-After": str(fault.retry_after)}
+    if fault.kind == "primary_rate_limit":
         body: dict[str, Any] = {
+            "message": "API rate limit exceeded for user ID 1. If you reach out to GitHub Support "
+            "for help, please include the request ID 0000:0000:0000000:0000000:00000000.",
+            "documentation_url": "https://docs.github.com/rest/overview/rate-limits-for-the-rest-api",
+        }
+        headers = {
+            "X-RateLimit-Limit": str(RATE_LIMIT),
+            "X-RateLimit-Remaining": "0",
+            "X-RateLimit-Used": str(RATE_LIMIT),
+            "X-RateLimit-Reset": str(int(time.time() + fault.reset_in)),
+            "X-RateLimit-Resource": "core",
+        }
+    elif fault.kind == "base_modified":
+        body = {
+            "message": "Base branch was modified. Review and try the merge again.",
+            "documentation_url": "https://docs.github.com/rest/pulls/pulls#merge-a-pull-request",
+        }
+        headers = {}
+    elif fault.kind == "rate_limit":
+        body = {
             "message": "API rate limit exceeded for user ID 1.",
             "documentation_url": DOCS,
         }
@@ -278,8 +301,11 @@ def _admin(emu: GitHubEmulator, method: str, action: str, data: dict[str, Any]) 
             method=data.get("method"),
             count=int(data.get("count", 1)),
             status=int(data["status"]) if "status" in data else None,
-            retry_after=int(data.get("retry_after", 1)),
+            retry_after=None
+            if data.get("retry_after", 1) is None
+            else int(data.get("retry_after", 1)),
             seconds=float(data.get("seconds", 0.0)),
+            reset_in=float(data.get("reset_in", 60.0)),
         )
         return JSONResponse(fault.as_dict(), status_code=201)
     if action == "faults" and method == "DELETE":
@@ -306,6 +332,9 @@ def _admin(emu: GitHubEmulator, method: str, action: str, data: dict[str, Any]) 
             dismiss_stale_reviews=data.get("dismiss_stale_reviews"),
         )
         return JSONResponse(emu.protection_json(data.get("branch") or emu.base_branch))
+    if action == "rulesets" and method in {"PUT", "POST"}:
+        emu.set_rulesets(data.get("rulesets", []))
+        return JSONResponse(emu.branch_rules_json(data.get("branch") or emu.base_branch))
     if action == "checks/wait" and method == "POST":
         done = emu.wait_for_checks(float(data.get("timeout", 30.0)))
         return JSONResponse({"idle": done})

@@ -6,7 +6,8 @@ from __future__ import annotations
 import threading
 import time
 import zlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlencode
@@ -17,14 +18,15 @@ from sandbox.github.faults import Faults, Stats
 from sandbox.github.githttp import CgiResponse, http_backend
 from sandbox.github.gitrepo import CommitInfo, FileChange, GitRepo, Person
 from sandbox.github.models import (
-    SANDBOX_APP_ID,
     CheckRun,
     Comment,
     MergeState,
     Protection,
     PullRequest,
     Review,
+    Ruleset,
     Status,
+    app_id_for,
     iso,
     node_id,
     now,
@@ -56,9 +58,10 @@ class Core:
         repository: str,
         tokens: dict[str, str],
         base_branch: str = "main",
-        required_checks: Iterable[str] = (CHECK_NAME,),
+        required_checks: Iterable[str | Mapping[str, Any]] = (CHECK_NAME,),
         required_approving_reviews: int = 0,
         check_duration: float = 0.0,
+        rulesets: Iterable[Mapping[str, Any]] = (),
     ) -> None:
         if repository.count("/") != 1:
             raise ValueError(f"repository must be owner/name, got {repository!r}")
@@ -83,12 +86,14 @@ class Core:
         self._checks: dict[int, CheckRun] = {}
         self._check_threads: list[threading.Thread] = []
         self._protection: dict[str, Protection] = {}
+        self._rulesets: list[Ruleset] = []
         self._base_url: str | None = None
         self.set_protection(
             base_branch,
             list(required_checks),
             required_approving_reviews if required_approving_reviews > 0 else None,
         )
+        self.set_rulesets(rulesets)
         self.router = Router()
 
     # -- binding and URLs ------------------------------------------------------------------
@@ -187,10 +192,58 @@ class Core:
             self._statuses.append(status)
         return self._status_json(status)
 
+    def set_rulesets(self, rulesets: Iterable[Mapping[str, Any]]) -> list[Ruleset]:
+        """Replace the repository's rulesets. Each: ``{"name", "branches": [fnmatch patterns or
+        "~DEFAULT_BRANCH" / "~ALL"], "enforcement": "active"|"evaluate"|"disabled",
+        "required_checks": [name or {"context", "integration_id"?}], "merge_queue": bool}``."""
+        built = []
+        for number, spec in enumerate(rulesets, start=1):
+            checks = [
+                {"context": c} if isinstance(c, str) else dict(c)
+                for c in spec.get("required_checks", [])
+            ]
+            built.append(
+                Ruleset(
+                    id=int(spec.get("id", 4_000_000 + number)),
+                    name=str(spec.get("name", f"ruleset {number}")),
+                    branches=list(spec.get("branches", ["~DEFAULT_BRANCH"])),
+                    enforcement=str(spec.get("enforcement", "active")),
+                    required_checks=checks,
+                    merge_queue=bool(spec.get("merge_queue", False)),
+                )
+            )
+        with self._lock:
+            self._rulesets = built
+        return built
+
+    def rulesets_for(self, branch: str) -> list[Ruleset]:
+        """The active rulesets whose branch patterns match ``branch``."""
+
+        def matches(pattern: str) -> bool:
+            if pattern == "~ALL":
+                return True
+            if pattern == "~DEFAULT_BRANCH":
+                return branch == self.base_branch
+            return fnmatchcase(branch, pattern.removeprefix("refs/heads/"))
+
+        with self._lock:
+            rulesets = list(self._rulesets)
+        return [r for r in rulesets if r.enforcement == "active" and any(map(matches, r.branches))]
+
+    def required_contexts(self, branch: str) -> list[str]:
+        """Every check ``branch`` requires: branch protection's, then the rulesets'."""
+        with self._lock:
+            names = list(self._protection.get(branch, Protection()).contexts)
+        for ruleset in self.rulesets_for(branch):
+            for check in ruleset.required_checks:
+                if check["context"] not in names:
+                    names.append(str(check["context"]))
+        return names
+
     def set_protection(
         self,
         branch: str | None = None,
-        required_checks: Iterable[str] | None = None,
+        required_checks: Iterable[str | Mapping[str, Any]] | None = None,
         required_approving_reviews: int | None = None,
         strict: bool | None = None,
         dismiss_stale_reviews: bool | None = None,
@@ -198,12 +251,20 @@ class Core:
         """Change branch protection of ``branch`` (default: the base branch).
 
         ``None`` leaves a setting as it is; ``required_checks=[]`` and
-        ``required_approving_reviews=0`` remove the requirement.
+        ``required_approving_reviews=0`` remove the requirement. A required check is a context
+        name or ``{"context", "app_id"}`` (the app that must post it).
         """
         with self._lock:
             prot = self._protection.setdefault(branch or self.base_branch, Protection())
             if required_checks is not None:
-                prot.contexts = list(required_checks)
+                prot.contexts, prot.check_apps = [], {}
+                for check in required_checks:
+                    if isinstance(check, str):
+                        prot.contexts.append(check)
+                        continue
+                    prot.contexts.append(str(check["context"]))
+                    if check.get("app_id") is not None:
+                        prot.check_apps[str(check["context"])] = int(check["app_id"])
             if required_approving_reviews is not None:
                 prot.required_reviews = required_approving_reviews or None
             if strict is not None:
@@ -523,7 +584,7 @@ class Core:
                 "strict": prot.strict,
                 "contexts": list(prot.contexts),
                 "contexts_url": f"{url}/required_status_checks/contexts",
-                "checks": [{"context": c, "app_id": None} for c in prot.contexts],
+                "checks": [{"context": c, "app_id": prot.check_apps.get(c)} for c in prot.contexts],
             }
         if prot.required_reviews is not None:
             data["required_pull_request_reviews"] = {
@@ -543,9 +604,47 @@ class Core:
             "required_status_checks": {
                 "enforcement_level": "non_admins" if prot.contexts else "off",
                 "contexts": list(prot.contexts),
-                "checks": [{"context": c, "app_id": None} for c in prot.contexts],
+                "checks": [{"context": c, "app_id": prot.check_apps.get(c)} for c in prot.contexts],
             },
         }
+
+    def branch_rules_json(self, branch: str) -> list[dict[str, Any]]:
+        """``GET /rules/branches/{branch}``: the rules of every active ruleset for ``branch``."""
+        rules: list[dict[str, Any]] = []
+        for ruleset in self.rulesets_for(branch):
+            source = {
+                "ruleset_source_type": "Repository",
+                "ruleset_source": self.repository,
+                "ruleset_id": ruleset.id,
+            }
+            if ruleset.required_checks:
+                rules.append(
+                    {
+                        "type": "required_status_checks",
+                        "parameters": {
+                            "required_status_checks": [dict(c) for c in ruleset.required_checks],
+                            "strict_required_status_checks_policy": False,
+                        },
+                        **source,
+                    }
+                )
+            if ruleset.merge_queue:
+                rules.append(
+                    {
+                        "type": "merge_queue",
+                        "parameters": {
+                            "check_response_timeout_minutes": 60,
+                            "grouping_strategy": "ALLGREEN",
+                            "max_entries_to_build": 5,
+                            "max_entries_to_merge": 5,
+                            "merge_method": "SQUASH",
+                            "min_entries_to_merge": 1,
+                            "min_entries_to_merge_wait_minutes": 5,
+                        },
+                        **source,
+                    }
+                )
+        return rules
 
     def _status_json(self, status: Status) -> dict[str, Any]:
         return {
@@ -564,10 +663,10 @@ class Core:
 
     def _app_json(self, name: str) -> dict[str, Any]:
         return {
-            "id": SANDBOX_APP_ID,
+            "id": app_id_for(name),
             "slug": name,
             "client_id": "Iv1.sandbox0000000000",
-            "node_id": node_id("A", SANDBOX_APP_ID),
+            "node_id": node_id("A", app_id_for(name)),
             "owner": self.user_json(self.owner),
             "name": name,
             "description": "The sandbox's CI: renders and validates Kustomize overlays.",
@@ -825,7 +924,7 @@ class Core:
             )
         reasons: list[str] = []
         states = self._context_states(head)
-        for context in prot.contexts:
+        for context in self.required_contexts(pr.base_ref):
             state = states.get(context)
             if state == "failure":
                 reasons.append(f'Required status check "{context}" is failing.')

@@ -9,8 +9,9 @@ Every URL in a response is built from the base URL given to ``bind``.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import Any
 
 from starlette.applications import Starlette
 
@@ -33,6 +34,8 @@ class GitHubEmulator(RepositoryRoutes, PullRoutes, CheckRoutes):
         required_approving_reviews: approving reviews required on ``base_branch`` (0: none).
         check_duration: seconds the "Kustomize validation" check takes from queued to completed
             (at least as long as the real rendering).
+        rulesets: repository rulesets (see ``Core.set_rulesets``); their required checks apply
+            to merges and show in ``GET /rules/branches/{branch}``, not in branch protection.
     """
 
     def __init__(
@@ -41,9 +44,10 @@ class GitHubEmulator(RepositoryRoutes, PullRoutes, CheckRoutes):
         repository: str,
         tokens: dict[str, str],
         base_branch: str = "main",
-        required_checks: Iterable[str] = (CHECK_NAME,),
+        required_checks: Iterable[str | Mapping[str, Any]] = (CHECK_NAME,),
         required_approving_reviews: int = 0,
         check_duration: float = 0.0,
+        rulesets: Iterable[Mapping[str, Any]] = (),
     ) -> None:
         super().__init__(
             bare_repo,
@@ -53,6 +57,7 @@ class GitHubEmulator(RepositoryRoutes, PullRoutes, CheckRoutes):
             required_checks=required_checks,
             required_approving_reviews=required_approving_reviews,
             check_duration=check_duration,
+            rulesets=rulesets,
         )
         self._add_routes()
         self.app: Starlette = build_app(self)
@@ -68,6 +73,7 @@ class GitHubEmulator(RepositoryRoutes, PullRoutes, CheckRoutes):
         r("PUT", p + "/branches/{branch}/protection", self.put_protection)
         r("DELETE", p + "/branches/{branch}/protection", self.delete_protection)
         r("GET", p + "/branches/{branch}", self.get_branch)
+        r("GET", p + "/rules/branches/{branch}", self.get_branch_rules)
         r("GET", p + "/git/ref/{ref}", self.get_ref)
         r("GET", p + "/git/matching-refs/{ref}", self.matching_refs)
         r("GET", p + "/git/refs", self.list_refs)

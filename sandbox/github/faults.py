@@ -4,6 +4,13 @@ A fault matches requests by method and a regular expression searched in the requ
 API prefix ``/api/v3`` removed) and fires for the next ``count`` matching calls: an error status
 (502/503...), a 429 or a secondary-rate-limit 403 with ``Retry-After``, or a stall before the
 call is served normally. ``latency`` delays every request.
+
+Rate limits as GitHub answers them: "rate_limit" is a 429 with ``Retry-After``;
+"primary_rate_limit" a 403 (or ``status``) with ``x-ratelimit-remaining: 0`` and
+``x-ratelimit-reset`` ``reset_in`` seconds ahead and no ``Retry-After``; "secondary_rate_limit" a
+403 with the secondary message and ``Retry-After`` unless ``retry_after`` is None (GitHub does not
+always send it). "base_modified" answers the merge race, 405 "Base branch was modified. Review and
+try the merge again." (timing on GitHub, so only on demand here).
 """
 
 from __future__ import annotations
@@ -15,8 +22,17 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-FaultKind = Literal["error", "rate_limit", "secondary_rate_limit", "stall"]
-KINDS: tuple[str, ...] = ("error", "rate_limit", "secondary_rate_limit", "stall")
+FaultKind = Literal[
+    "error", "rate_limit", "primary_rate_limit", "secondary_rate_limit", "base_modified", "stall"
+]
+KINDS: tuple[str, ...] = (
+    "error",
+    "rate_limit",
+    "primary_rate_limit",
+    "secondary_rate_limit",
+    "base_modified",
+    "stall",
+)
 
 
 @dataclass
@@ -29,8 +45,9 @@ class Fault:
     method: str | None = None
     remaining: int = 1
     status: int = 502
-    retry_after: int = 1
+    retry_after: int | None = 1
     seconds: float = 0.0
+    reset_in: float = 60.0
     _regex: re.Pattern[str] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -63,20 +80,31 @@ class Faults:
         method: str | None = None,
         count: int = 1,
         status: int | None = None,
-        retry_after: int = 1,
+        retry_after: int | None = 1,
         seconds: float = 0.0,
+        reset_in: float = 60.0,
     ) -> Fault:
         """Arm a fault for the next ``count`` calls of ``method`` (any if None) matching ``path``.
 
         ``kind``: "error" answers ``status`` (default 502); "rate_limit" answers 429 and
         "secondary_rate_limit" a 403, both with ``Retry-After: retry_after``; "stall" sleeps
-        ``seconds`` and then serves the call.
+        ``seconds`` and then serves the call; "primary_rate_limit" answers ``status`` (default 403)
+        with ``x-ratelimit-remaining: 0`` and a reset ``reset_in`` seconds ahead;
+        "base_modified" answers 405 "Base branch was modified...". ``retry_after=None`` sends no
+        Retry-After.
         """
         if kind not in KINDS:
             raise ValueError(f"unknown fault kind {kind!r}; one of {', '.join(KINDS)}")
         if count < 1:
             raise ValueError("count must be at least 1")
-        default = {"error": 502, "rate_limit": 429, "secondary_rate_limit": 403, "stall": 200}
+        default = {
+            "error": 502,
+            "rate_limit": 429,
+            "primary_rate_limit": 403,
+            "secondary_rate_limit": 403,
+            "base_modified": 405,
+            "stall": 200,
+        }
         fault = Fault(
             id=next(self._ids),
             kind=kind,
@@ -86,6 +114,7 @@ class Faults:
             status=status if status is not None else default[kind],
             retry_after=retry_after,
             seconds=seconds,
+            reset_in=reset_in,
         )
         with self._lock:
             self._faults.append(fault)

@@ -7,6 +7,7 @@ import base64
 import zlib
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 SANDBOX_APP_ID = 15368
 GITHUB_PERSON = ("GitHub", "noreply@github.com")
@@ -110,6 +111,8 @@ class CheckRun:
 @dataclass
 class Protection:
     contexts: list[str] = field(default_factory=list)
+    # context -> the app id that must post it (branch protection's ``checks[].app_id``)
+    check_apps: dict[str, int] = field(default_factory=dict)
     strict: bool = False
     required_reviews: int | None = None
     dismiss_stale_reviews: bool = False
@@ -117,6 +120,26 @@ class Protection:
     @property
     def enabled(self) -> bool:
         return bool(self.contexts) or self.required_reviews is not None
+
+
+@dataclass
+class Ruleset:
+    """A repository ruleset: its rules for the branches it targets (fnmatch patterns;
+    ``~DEFAULT_BRANCH`` and ``~ALL`` as on GitHub). Only ``active`` rulesets are enforced and
+    served by ``GET /rules/branches/{branch}``; ``evaluate`` and ``disabled`` ones are not."""
+
+    id: int
+    name: str
+    branches: list[str] = field(default_factory=lambda: ["~DEFAULT_BRANCH"])
+    enforcement: str = "active"
+    # [{"context": name, "integration_id": app id (optional)}]
+    required_checks: list[dict[str, Any]] = field(default_factory=list)
+    merge_queue: bool = False
+
+
+def app_id_for(name: str) -> int:
+    """The id of the GitHub App that posts check runs as ``name`` (the sandbox CI is fixed)."""
+    return SANDBOX_APP_ID if name == "sandbox-ci" else 2_000_000 + user_id(name)
 
 
 @dataclass

@@ -9,6 +9,7 @@ from sandbox.github.models import (
     CheckRun,
     Protection,
     Status,
+    app_id_for,
     now,
     parse_iso,
 )
@@ -109,6 +110,9 @@ class CheckRoutes(Core):
         status = req.query.get("status")
         if name:
             runs = [c for c in runs if c.name == name]
+        app = req.query.get("app_id")
+        if app and app.isdigit():
+            runs = [c for c in runs if app_id_for(c.app_name) == int(app)]
         if status:
             runs = [c for c in runs if c.status == status]
         if req.query.get("filter", "latest") == "latest":

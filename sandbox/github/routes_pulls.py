@@ -47,8 +47,28 @@ class PullRoutes(Core):
             ]
         if base:
             pulls = [p for p in pulls if p.base_ref == base]
-        if req.query.get("direction") == "asc":
-            pulls.reverse()
+        # GitHub: sort is created (default), updated, popularity (comments) or long-running;
+        # direction defaults to desc for created (or no sort), asc otherwise.
+        sort = req.query.get("sort", "created")
+        if sort not in {"created", "updated", "popularity", "long-running"}:
+            raise validation_failed(
+                message=f'Invalid request.\n\n"{sort}" is not a member of ["created", "updated", '
+                '"popularity", "long-running"].'
+            )
+        direction = req.query.get("direction") or ("desc" if sort == "created" else "asc")
+        with self._lock:
+            comments = {n: sum(1 for c in self._comments if c.number == n) for n in self._pulls}
+
+        def key(pr: PullRequest) -> tuple[Any, int]:
+            if sort == "updated":
+                return pr.updated_at, pr.number
+            if sort == "popularity":
+                return comments.get(pr.number, 0), pr.number
+            if sort == "long-running":
+                return -pr.created_at.timestamp(), -pr.number
+            return pr.created_at, pr.number
+
+        pulls.sort(key=key, reverse=direction == "desc")
         return self._page(req, [self.pull_json(p, full=False) for p in pulls])
 
     def create_pull(self, req: Request) -> Reply:
@@ -177,6 +197,8 @@ class PullRoutes(Core):
             expected = body.get("sha")
             if expected is not None and expected != head:
                 raise ApiError(409, "Head branch was modified. Review and try the merge again.")
+            if any(r.merge_queue for r in self.rulesets_for(pr.base_ref)):
+                raise ApiError(405, "Changes must be made through the merge queue")
             state = self._merge_state(pr)
             if state.state in {"dirty", "blocked", "behind", "draft"} or state.tree is None:
                 raise ApiError(
@@ -382,5 +404,6 @@ class PullRoutes(Core):
         comment = Comment(self._next_id(), pr.number, req.login, text, stamp, stamp)
         with self._lock:
             self._comments.append(comment)
+            pr.updated_at = stamp  # a comment is activity: GitHub moves updated_at
         data = self._comment_json(comment)
         return Reply(201, data, {"Location": data["url"]})

@@ -98,6 +98,11 @@ class RepositoryRoutes(Core):
         items = [self._short_branch(n, s) for n, s in sorted(self.branches().items())]
         return self._page(req, items)
 
+    def get_branch_rules(self, req: Request) -> Reply:
+        """Active rules for a branch (it need not exist), from the repository's rulesets."""
+        self._check_repo(req)
+        return self._page(req, self.branch_rules_json(req.params["branch"]))
+
     def get_branch(self, req: Request) -> Reply:
         self._check_repo(req)
         name = req.params["branch"]

@@ -3,22 +3,28 @@
 from __future__ import annotations
 
 import pickle
+import time
+from typing import Any
 
 import pytest
 import requests
 from github import GithubException
 
 from promotion.github import (
+    SECONDARY_RATE_LIMIT_WAIT,
     GitHubClient,
     GitHubError,
     GitHubRateLimited,
+    GitHubRateLimitExhausted,
     GitHubRequestFailed,
     GitHubUnavailable,
+    MergeRaced,
     MergeRefused,
     PullRequestNotFound,
     is_transient,
 )
 from sandbox.http import free_port
+from tasks.retry import MAX_RETRY_AFTER, transient_only
 
 from .conftest import BOT_TOKEN, Sandbox
 
@@ -33,10 +39,24 @@ from .conftest import BOT_TOKEN, Sandbox
         (403, "You have exceeded a secondary rate limit.", {"retry-after": "30"}, True),
         (403, "You have exceeded a secondary rate limit.", {}, True),
         (403, "Resource not accessible by integration", {}, False),
-        (403, "API rate limit exceeded for user ID 1.", {"x-ratelimit-remaining": "0"}, False),
+        # primary: waited out until the reset, unless that is past MAX_RATE_LIMIT_WAIT
+        (403, "API rate limit exceeded for user ID 1.", {"x-ratelimit-remaining": "0"}, True),
+        (
+            403,
+            "API rate limit exceeded for user ID 1.",
+            {"x-ratelimit-remaining": "0", "x-ratelimit-reset": str(int(time.time()) + 30)},
+            True,
+        ),
+        (
+            429,
+            "API rate limit exceeded for user ID 1.",
+            {"x-ratelimit-remaining": "0", "x-ratelimit-reset": str(int(time.time()) + 3600)},
+            False,
+        ),
         (401, "Bad credentials", {}, False),
         (404, "Not Found", {}, False),
         (405, "Pull Request is not mergeable", {}, False),
+        (429, "Too many requests", {}, True),
         (409, "Head branch was modified", {}, False),
         (422, "Validation Failed", {}, False),
     ],
@@ -119,3 +139,70 @@ def test_connection_refused_is_transient() -> None:
     assert is_transient(caught.value)
     assert BOT_TOKEN not in str(caught.value)
     assert isinstance(caught.value, GitHubError)
+
+
+def test_primary_rate_limit_waits_until_the_reset(github: Sandbox) -> None:
+    github.fault(kind="primary_rate_limit", path="/branches/", count=1, reset_in=30)
+    with pytest.raises(GitHubRateLimited) as caught:
+        github.client.base_head_sha()
+    error = caught.value
+    assert error.status == 403 and is_transient(error)
+    assert error.retry_after is not None and 29 <= error.retry_after <= 32
+    assert "primary rate limit; it resets at 20" in str(error)
+
+
+def test_primary_rate_limit_past_the_max_wait_fails_naming_the_reset(github: Sandbox) -> None:
+    github.fault(kind="primary_rate_limit", path="/branches/", count=1, reset_in=5000)
+    with pytest.raises(GitHubRateLimitExhausted) as caught:
+        github.client.base_head_sha()
+    error = caught.value
+    assert not is_transient(error) and error.status == 403
+    reset = time.strftime("%Y-%m-%dT%H:", time.gmtime(time.time() + 5000))
+    assert f"resets at {reset}" in str(error) and "longer than the 900 s" in str(error)
+
+
+def test_secondary_rate_limit_without_retry_after_waits_a_minute(github: Sandbox) -> None:
+    github.fault(kind="secondary_rate_limit", path="/contents/", count=2, retry_after=None)
+    with pytest.raises(GitHubRateLimited) as caught:
+        github.client.read_file("README.md")
+    assert caught.value.retry_after == SECONDARY_RATE_LIMIT_WAIT == 60.0
+    quick = GitHubClient(
+        github.emu.api_url, BOT_TOKEN, github.repository, secondary_rate_limit_wait=0.2
+    )
+    with quick, pytest.raises(GitHubRateLimited) as lowered:
+        quick.read_file("README.md")
+    assert lowered.value.retry_after == 0.2
+
+
+class _Failed:
+    """The part of a Prefect state ``retry_condition_fn`` reads."""
+
+    def __init__(self, exc: BaseException) -> None:
+        self.exc = exc
+
+    def result(self, raise_on_failure: bool = True) -> Any:
+        return self.exc
+
+
+def test_retry_condition_waits_the_computed_time_and_gives_up_past_the_max() -> None:
+    waited: list[float] = []
+    should_retry = transient_only(is_transient, sleep=waited.append)
+    assert should_retry(None, None, _Failed(GitHubRateLimited("x", retry_after=60.0)))
+    assert should_retry(None, None, _Failed(GitHubRateLimited("x", retry_after=MAX_RETRY_AFTER)))
+    assert not should_retry(None, None, _Failed(GitHubRateLimited("x", retry_after=901.0)))
+    assert not should_retry(None, None, _Failed(MergeRefused("x")))
+    assert waited == [60.0, 900.0]
+
+
+def test_base_branch_modified_is_a_transient_race(github: Sandbox) -> None:
+    env = github.config.environment("staging")
+    pr = github.client.open_promotion_pr(env, "v1.0.1", github.config.images())
+    github.client.wait_for_checks(
+        pr.number, ["Kustomize validation"], timeout=30, poll_interval=0.1
+    )
+    github.fault(kind="base_modified", path=r"/merge$", method="PUT", count=1)
+    with pytest.raises(MergeRaced) as caught:
+        github.client.merge(pr.number, expected_head_sha=pr.head_sha)
+    assert is_transient(caught.value) and caught.value.kind == "base_modified"
+    assert "Base branch was modified" in str(caught.value)
+    assert github.client.merge(pr.number, expected_head_sha=pr.head_sha).sha

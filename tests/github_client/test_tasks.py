@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest
@@ -10,7 +11,7 @@ from prefect.blocks.system import Secret
 from pydantic import SecretStr
 
 from promotion.config import Environment
-from promotion.github import MergeResult, NothingToPromote, PullRequestInfo
+from promotion.github import MergeRefused, MergeResult, NothingToPromote, PullRequestInfo
 from tasks import github as gh_tasks
 from tasks.github import GitHubTarget
 
@@ -99,3 +100,47 @@ def test_read_tasks(github: Sandbox) -> None:
     assert "newTag: v1.0.0" in text
     assert head == github.git("rev-parse", "main")
     assert found is None
+
+
+def test_rate_limits_are_waited_out_and_a_merge_race_is_retried(github: Sandbox) -> None:
+    """A primary limit waits for its reset, a secondary one without Retry-After for the
+    configured minimum (lowered here from GitHub's 60 s), and 405 "Base branch was modified"
+    is retried; each once."""
+    target = _target(github, token=SecretStr(BOT_TOKEN), secondary_rate_limit_wait=1.0)
+    github.fault(kind="primary_rate_limit", path=r"/contents/", count=1, reset_in=1)
+    github.fault(
+        kind="secondary_rate_limit", path=r"/pulls$", method="POST", count=1, retry_after=None
+    )
+    github.fault(kind="base_modified", path=r"/merge$", method="PUT", count=1)
+    env = github.config.environment("staging")
+
+    started = time.monotonic()
+    pr, merged = promote(target, env, "v1.0.1", github.config.images())
+    elapsed = time.monotonic() - started
+
+    assert github.stats()["faulted"] == {
+        "GET /repos/{owner}/{repo}/contents/{path}": 1,
+        "POST /repos/{owner}/{repo}/pulls": 1,
+        "PUT /repos/{owner}/{repo}/pulls/{pull_number}/merge": 1,
+    }
+    assert merged.sha == github.git("rev-parse", "main") and github.client.get_pr(pr.number).merged
+    assert elapsed >= 2.0  # the reset (>= 1 s) and the secondary wait (1 s) were waited out
+
+
+def test_a_merge_refused_for_a_missing_check_is_final_and_says_so(github: Sandbox) -> None:
+    target = _target(github, token=SecretStr(BOT_TOKEN))
+    github.admin.put(
+        "/_sandbox/protection", json={"required_checks": ["Kustomize validation", "e2e"]}
+    ).raise_for_status()
+    env = github.config.environment("staging")
+
+    @flow(name="test-merge-refused")
+    def merge_now() -> MergeResult:
+        pr = gh_tasks.open_promotion_pr(target, env, "v1.0.1", github.config.images())
+        return gh_tasks.merge(target, pr.number, "squash", expected_head_sha=pr.head_sha)
+
+    with pytest.raises(MergeRefused) as caught:
+        merge_now()
+    assert caught.value.kind == "checks"
+    assert "Required status check" in str(caught.value) and "is expected" in str(caught.value)
+    assert github.stats()["routes"]["PUT /repos/{owner}/{repo}/pulls/{pull_number}/merge"] == 1

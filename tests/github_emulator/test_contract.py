@@ -55,6 +55,17 @@ def drive_every_route(sandbox: Sandbox, gh: Github) -> None:
         contexts=["Kustomize validation"],
         required_approving_review_count=1,
     )
+    emu.set_rulesets(
+        [
+            {
+                "name": "gate",
+                "required_checks": [{"context": "Kustomize validation", "integration_id": 15368}],
+            },
+            {"name": "queue", "branches": ["release/*"], "merge_queue": True},
+        ]
+    )
+    httpx.get(f"{api}/repos/{REPO}/rules/branches/main", headers=auth)
+    httpx.get(f"{api}/repos/{REPO}/rules/branches/release/1.0", headers=auth)
     list(repo.get_git_matching_refs("heads/"))
     pr = open_change_pr(repo, "promote/prod/v1.0.1")  # blobs, trees, commits, refs, pulls
     repo.get_git_blob(repo.get_contents(OVERLAY, ref=pr.head.ref).sha)  # type: ignore[union-attr]

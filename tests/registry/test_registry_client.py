@@ -15,8 +15,8 @@ from promotion.registry import (
     RepositoryNotFound,
     is_transient,
 )
-from sandbox.http import free_port
-from sandbox.registry import OCI_MANIFEST, tiny_image
+from sandbox.http import free_port, serve_in_thread
+from sandbox.registry import OCI_MANIFEST, BearerTokenFront, tiny_image
 
 from .conftest import MISSING_IN_V101, PASSWORD, USER, Front, Published
 
@@ -116,3 +116,60 @@ def test_faults_and_unreachable_registry_are_transient(published: Published, fro
     with down, pytest.raises(RegistryUnavailable) as unreachable:
         down.check_release({"frontend": "x/frontend"}, "v1")
     assert is_transient(unreachable.value)
+
+
+def test_docker_hub_401_for_an_unknown_repository_is_a_missing_image(
+    published: Published,
+) -> None:
+    """Docker Hub answers 401 even to a fresh token for a repository that does not exist."""
+    hub = BearerTokenFront(
+        published.registry.url, users={USER: PASSWORD}, unknown_repository_401=True
+    )
+    server = serve_in_thread(hub.app)
+    try:
+        repositories = {**published.repositories, "ghost": "microservices-demo/ghost"}
+        client = RegistryClient(server.url, username=USER, password=PASSWORD)
+        with client, pytest.raises(ReleaseIncomplete) as caught:
+            client.check_release(repositories, "v1.0.0")
+        assert [m.service for m in caught.value.missing] == ["ghost"]
+        assert hub.counts["hidden_404"] >= 1
+        with RegistryClient(server.url, username=USER, password=PASSWORD) as client:
+            assert client.manifest_digest("microservices-demo/ghost", "v1.0.0") is None
+            # a missing tag of an existing repository is still a plain 404
+            assert client.manifest_digest(published.repositories["frontend"], "v9.9.9") is None
+            with pytest.raises(RepositoryNotFound) as not_found:
+                client.list_tags("microservices-demo/ghost")
+        assert not is_transient(not_found.value)
+        # bad credentials are still bad credentials (the token exchange itself fails)
+        with (
+            RegistryClient(server.url, username=USER, password="wrong") as bad,
+            pytest.raises(RegistryAuthFailed),
+        ):
+            bad.manifest_digest("microservices-demo/ghost", "v1.0.0")
+    finally:
+        server.stop()
+        hub.close()
+
+
+def test_the_username_never_shows_in_errors_or_reprs(published: Published, front: Front) -> None:
+    """A DOCR username can be an API token: it must not reach a message or a log line."""
+    username = "dop_v1_username_is_a_token_0123456789"
+    front.front.users[username] = PASSWORD
+    client = RegistryClient(front.url, username=username, password="wrong-secret")
+    with client, pytest.raises(RegistryAuthFailed) as caught:
+        client.manifest_digest(published.repositories["frontend"], "v1.0.0")
+    assert username not in str(caught.value) and username not in repr(client)
+    front.front.fail_next(1, 503)
+    with (
+        RegistryClient(front.url, username=username, password=PASSWORD) as good,
+        pytest.raises(RegistryRequestFailed) as failed,
+    ):
+        good.manifest_digest(published.repositories["frontend"], "v1.0.0")
+    assert username not in str(failed.value)
+    unreachable = f"http://127.0.0.1:{free_port()}"
+    with (
+        RegistryClient(unreachable, username=username, password=PASSWORD) as gone,
+        pytest.raises(RegistryUnavailable) as down,
+    ):
+        gone.manifest_digest(published.repositories["frontend"], "v1.0.0")
+    assert username not in str(down.value)

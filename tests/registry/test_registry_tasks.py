@@ -42,3 +42,12 @@ def test_target_from_settings(published: Published) -> None:
     target = registry_tasks.RegistryTarget.from_settings(settings, published.config)
     assert target.base_url == "https://registry.digitalocean.com"
     assert target.resolve_password() == SecretStr("p")
+
+
+def test_the_username_is_hidden_in_the_target(published: Published) -> None:
+    username = "dop_v1_username_is_a_token_0123456789"
+    target = registry_tasks.RegistryTarget(
+        base_url=published.registry.url, username=username, password=SecretStr(PASSWORD)
+    )
+    assert username not in repr(target) and username not in str(target.model_dump())
+    assert target.username is not None and target.username.get_secret_value() == username

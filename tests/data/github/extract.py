@@ -28,6 +28,7 @@ OPERATIONS: list[tuple[str, str]] = [
     ("GET", PREFIX + "/branches"),
     ("GET", PREFIX + "/branches/{branch}"),
     ("GET", PREFIX + "/branches/{branch}/protection"),
+    ("GET", PREFIX + "/rules/branches/{branch}"),
     ("PUT", PREFIX + "/branches/{branch}/protection"),
     ("GET", PREFIX + "/git/ref/{ref}"),
     ("GET", PREFIX + "/git/matching-refs/{ref}"),
