@@ -105,6 +105,10 @@ def demo(
     auto_approve: Annotated[bool, typer.Option(help="Give both approvals automatically.")] = False,
     version: Annotated[str, typer.Option(help="The release to promote.")] = "v1.0.1",
     port: Annotated[int, typer.Option(help="Prefect server port.")] = 4200,
+    auth_string_file: Annotated[
+        Path | None,
+        typer.Option(help="Protect the Prefect server with the user:password in this file."),
+    ] = None,
 ) -> None:
     """Run the whole pipeline locally (same as `make demo`)."""
     from deployments.demo import main
@@ -112,6 +116,8 @@ def demo(
     argv = ["--version", version, "--port", str(port)]
     if auto_approve:
         argv.append("--auto-approve")
+    if auth_string_file is not None:
+        argv += ["--auth-string-file", str(auth_string_file)]
     raise typer.Exit(main(argv))
 
 

@@ -6,13 +6,16 @@ the prod concurrency limit and a worker; deploys ``prefect.yaml``; starts ``prom
 v1.0.1; prints the run's link in the Prefect UI and which approval waits; follows the run to its
 end and prints the summary. With ``--auto-approve`` it gives the approvals itself through the same
 API the UI's Resume form uses and exits 0 only when prod is confirmed at the version. Ctrl-C stops
-everything it started; every run starts clean under ``.sandbox/demo``.
+everything it started; every run starts clean under ``.sandbox/demo``. With
+``--auth-string-file FILE`` (or ``PREFECT_SERVER_API_AUTH_STRING`` in its environment) the server
+is protected by that ``user:password`` and every client the demo starts gets it.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import shutil
 import signal
 import sys
@@ -26,6 +29,7 @@ import httpx
 
 from deployments.local import (
     PROJECT_ROOT,
+    SERVER_AUTH_STRING_ENV,
     LocalPrefect,
     PortInUse,
     PrefectCommandFailed,
@@ -36,6 +40,7 @@ from deployments.local import (
     ensure_work_pool,
 )
 from deployments.runs import (
+    AUTH_STRING_ENV,
     ResumeResult,
     RunApiError,
     RunView,
@@ -126,15 +131,37 @@ def _prepare(state: Path) -> None:
     state.mkdir(parents=True)
 
 
+def auth_string_of(args: argparse.Namespace) -> str | None:
+    """The server's auth string: ``--auth-string-file``, else ``PREFECT_SERVER_API_AUTH_STRING``."""
+    if args.auth_string_file is not None:
+        try:
+            text = Path(args.auth_string_file).read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise DemoFailed(
+                f"cannot read --auth-string-file {args.auth_string_file}: {exc}"
+            ) from exc
+        if not text:
+            raise DemoFailed(f"--auth-string-file {args.auth_string_file} is empty")
+        return text
+    return os.environ.get(SERVER_AUTH_STRING_ENV) or None
+
+
 def run_demo(args: argparse.Namespace) -> int:
     config = load_config()
     state = Path(args.state_dir).resolve()
     started = time.monotonic()
+    auth_string = auth_string_of(args)
+    if auth_string is not None:
+        # this process's own REST calls (deployments.runs) read it from here
+        os.environ[AUTH_STRING_ENV] = auth_string
     _say(f"release-promotion demo: promote {args.version} (state in {state})")
     _prepare(state)
     with contextlib.ExitStack() as stack:
-        with _step(f"starting the Prefect server (SQLite) on 127.0.0.1:{args.port}"):
-            prefect = stack.enter_context(LocalPrefect(home=state / "prefect", port=args.port))
+        protected = " with basic auth" if auth_string is not None else ""
+        with _step(f"starting the Prefect server (SQLite{protected}) on 127.0.0.1:{args.port}"):
+            prefect = stack.enter_context(
+                LocalPrefect(home=state / "prefect", port=args.port, auth_string=auth_string)
+            )
         with _step("starting the sandbox (GitHub, Argo CD, registry; v1.0.0 live everywhere)"):
             sandbox = stack.enter_context(
                 start_sandbox(
@@ -153,6 +180,10 @@ def run_demo(args: argparse.Namespace) -> int:
         with _step("starting a worker"):
             stack.enter_context(Worker(env, log_path=state / "worker.log"))
         _say(f"  Prefect UI:   {prefect.ui_url}")
+        if auth_string is not None:
+            _say(
+                "                (log in with the auth string; CLI: export PREFECT_API_AUTH_STRING)"
+            )
         _say(f"  GitHub:       {sandbox.info.github_url}/repos/{sandbox.info.repo}")
         _say(f"  Argo CD:      {sandbox.info.argocd_url}/api/v1/applications")
         run = start_run(
@@ -259,6 +290,12 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--timeout", type=float, default=3 * 3600.0, help="seconds to wait")
     parser.add_argument("--reconcile-interval", type=float, default=180.0)
     parser.add_argument("--check-duration", type=float, default=1.0)
+    parser.add_argument(
+        "--auth-string-file",
+        type=Path,
+        default=None,
+        help="protect the Prefect server with the user:password in this file (HTTP Basic)",
+    )
     parser.add_argument(
         "--exit-when-done", action="store_true", help="exit at the end instead of keeping the UI up"
     )
