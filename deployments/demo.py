@@ -36,6 +36,7 @@ from deployments.local import (
     PrefectStartFailed,
     Worker,
     deploy,
+    deployable_names,
     ensure_concurrency_limit,
     ensure_work_pool,
 )
@@ -52,10 +53,10 @@ from deployments.runs import (
     wait_for_run,
 )
 from promotion.config import PromotionConfig, load_config
+from promotion.names import PROMOTE_DEPLOYMENT, gate_of_pause_key
 from sandbox.launcher import Sandbox, SandboxError, start_sandbox
 
 DEFAULT_STATE = PROJECT_ROOT / ".sandbox" / "demo"
-PROMOTE = "promote-release/promote-release"
 SUMMARY_KEY = "promotion-summary"
 
 
@@ -80,12 +81,12 @@ def _step(what: str) -> Iterator[None]:
 
 
 def _gate(pause_key: str | None) -> str:
-    """``qa-approval-0`` -> ``qa``."""
-    return (pause_key or "").split("-approval", 1)[0] or "unknown"
+    """``qa-approval-0123456789ab-0`` (or the older ``qa-approval-0``) -> ``qa``."""
+    return gate_of_pause_key(pause_key or "") or "unknown"
 
 
 def _approver_for(gate: str, config: PromotionConfig, initiator: str) -> str:
-    listed = {"qa": config.approvers.qa, "pm": config.approvers.pm}.get(gate, ())
+    listed = _listed(gate, config)
     for login in listed:
         if login != initiator:
             return login
@@ -110,19 +111,6 @@ def prod_at(sandbox: Sandbox, config: PromotionConfig, version: str) -> tuple[bo
     tags = sorted({str(i).rsplit(":", 1)[-1] for i in images})
     detail = f"{prod.argocd_app}: {sync}/{health}, {len(images)} images at {', '.join(tags) or '-'}"
     return (on_version and sync == "Synced" and health == "Healthy"), detail
-
-
-def _deployable() -> list[str]:
-    """Names of the deployments in prefect.yaml whose flow file exists in this checkout."""
-    from ruamel.yaml import YAML
-
-    data: Any = YAML(typ="safe", pure=True).load((PROJECT_ROOT / "prefect.yaml").read_text())
-    names = []
-    for item in data.get("deployments", []):
-        entry = str(item.get("entrypoint", ""))
-        if (PROJECT_ROOT / entry.split(":", 1)[0]).exists():
-            names.append(str(item["name"]))
-    return names
 
 
 def _prepare(state: Path) -> None:
@@ -170,11 +158,11 @@ def run_demo(args: argparse.Namespace) -> int:
                     check_duration=args.check_duration,
                 )
             )
-        with _step("creating the work pool and the prod concurrency limit"):
+        with _step("creating the work pool and a concurrency limit per environment"):
             ensure_work_pool(prefect.api_url)
             ensure_concurrency_limit(prefect.api_url)
         env = prefect.env(sandbox.env())
-        names = _deployable()
+        names, _ = deployable_names()
         with _step(f"deploying prefect.yaml ({', '.join(names)})"):
             deploy(env, names=names)
         with _step("starting a worker"):
@@ -187,7 +175,9 @@ def run_demo(args: argparse.Namespace) -> int:
         _say(f"  GitHub:       {sandbox.info.github_url}/repos/{sandbox.info.repo}")
         _say(f"  Argo CD:      {sandbox.info.argocd_url}/api/v1/applications")
         run = start_run(
-            prefect.api_url, PROMOTE, {"version": args.version, "initiator": args.initiator}
+            prefect.api_url,
+            PROMOTE_DEPLOYMENT,
+            {"version": args.version, "initiator": args.initiator},
         )
         _say(f"\nStarted promote-release for {args.version} (initiator {args.initiator}):")
         _say(f"  {prefect.flow_run_url(run.id)}\n")
@@ -277,7 +267,15 @@ def follow(prefect: LocalPrefect, run_id: str, config: PromotionConfig, args: An
 
 
 def _listed(gate: str, config: PromotionConfig) -> tuple[str, ...]:
-    return {"qa": config.approvers.qa, "pm": config.approvers.pm}.get(gate, ())
+    """The logins that may answer ``gate``: from ``config.gate(name).approvers`` (gates as
+    configuration) or ``config.approvers.<gate>`` (the first setup format)."""
+    source: Any = config
+    if callable(getattr(source, "gate", None)):
+        try:
+            return tuple(str(login) for login in source.gate(gate).approvers)
+        except (KeyError, LookupError, ValueError):
+            return ()
+    return tuple(str(login) for login in getattr(source.approvers, gate, ()) or ())
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -37,6 +37,8 @@ from sandbox.http import PortInUse, free_port
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 WORK_POOL = "release-promotion"
 PROD_CONCURRENCY_LIMIT = "prod-promotion"
+"""The lock of the first pipeline (prod only). Still created because flows/promote.py on this
+branch takes it; remove it once the flows take ``promotion.names.environment_lock(env)`` only."""
 SERVER_AUTH_STRING_ENV = "PREFECT_SERVER_API_AUTH_STRING"
 PROJECT_DIR_ENV = "RELEASE_PROMOTION_PROJECT_DIR"
 """Env var that prefect.yaml's ``set_working_directory`` pull step reads (absolute path)."""
@@ -60,8 +62,10 @@ __all__ = [
     "PrefectStartFailed",
     "Worker",
     "deploy",
+    "deployable_names",
     "ensure_concurrency_limit",
     "ensure_work_pool",
+    "environment_locks",
     "prefect_command",
     "prefect_env",
     "wait_healthy",
@@ -367,36 +371,86 @@ def ensure_work_pool(
             )
 
 
+def environment_locks(config_file: str | os.PathLike[str] | None = None) -> list[str]:
+    """The global concurrency limits the flows take: one per environment of the promotion setup
+    (``promotion.names.environment_lock``), plus the legacy prod lock while a flow needs it."""
+    from promotion.config import load_config
+    from promotion.names import environment_lock
+
+    names = [environment_lock(env.name) for env in load_config(config_file).environments]
+    return [*names, PROD_CONCURRENCY_LIMIT]
+
+
 def ensure_concurrency_limit(
     api_url: str | None = None,
-    name: str = PROD_CONCURRENCY_LIMIT,
+    name: str | None = None,
     limit: int = 1,
     auth_string: str | None = None,
-) -> None:
-    """Create (or set to ``limit``) the global concurrency limit ``name``; active.
+    config_file: str | os.PathLike[str] | None = None,
+) -> list[str]:
+    """Create (or set to ``limit``) the global concurrency limit ``name``, active; without a
+    name, every environment's lock of the promotion setup (``environment_locks``). Idempotent.
+    Returns the names ensured.
 
-    The flows take it with ``concurrency(name, occupy=1, strict=True)``: strict, so a missing
+    The flows take them with ``concurrency(name, occupy=1, strict=True)``: strict, so a missing
     limit is an error, never an unguarded run.
     """
     url = _default_api_url(api_url)
+    names = [name] if name is not None else environment_locks(config_file)
     with httpx.Client(timeout=15.0, headers=auth_headers(auth_string)) as http:
-        response = request_with_retry(
-            http,
-            "POST",
-            f"{url}/v2/concurrency_limits/",
-            json={"name": name, "limit": limit, "active": True},
-        )
-        if response.status_code == 409:
+        for each in names:
             response = request_with_retry(
                 http,
-                "PATCH",
-                f"{url}/v2/concurrency_limits/{name}",
-                json={"limit": limit, "active": True},
+                "POST",
+                f"{url}/v2/concurrency_limits/",
+                json={"name": each, "limit": limit, "active": True},
             )
-        if response.status_code >= 400:
-            raise PrefectCommandFailed(
-                f"cannot create concurrency limit {name!r}: HTTP {response.status_code} {response.text}"
-            )
+            if response.status_code == 409:
+                response = request_with_retry(
+                    http,
+                    "PATCH",
+                    f"{url}/v2/concurrency_limits/{each}",
+                    json={"limit": limit, "active": True},
+                )
+            if response.status_code >= 400:
+                raise PrefectCommandFailed(
+                    f"cannot create concurrency limit {each!r}: "
+                    f"HTTP {response.status_code} {response.text}"
+                )
+    return names
+
+
+def _defines(path: Path, function: str) -> bool:
+    import ast
+
+    try:
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+    except (OSError, SyntaxError, UnicodeDecodeError):
+        return False
+    return any(
+        isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.name == function
+        for node in tree.body
+    )
+
+
+def deployable_names(
+    project_root: str | os.PathLike[str] = PROJECT_ROOT,
+    prefect_file: str | os.PathLike[str] | None = None,
+) -> tuple[list[str], list[str]]:
+    """The deployments of ``prefect.yaml`` whose entrypoint exists in this checkout, and those
+    whose flow is not there (yet): ``(deployable, missing)``."""
+    from ruamel.yaml import YAML
+
+    root = Path(project_root).resolve()
+    file = Path(prefect_file).resolve() if prefect_file is not None else root / "prefect.yaml"
+    data: Any = YAML(typ="safe", pure=True).load(file.read_text(encoding="utf-8"))
+    deployable: list[str] = []
+    missing: list[str] = []
+    for item in data.get("deployments") or []:
+        module, _, function = str(item.get("entrypoint", "")).partition(":")
+        found = _defines(root / module, function)
+        (deployable if found else missing).append(str(item["name"]))
+    return deployable, missing
 
 
 def deploy(
@@ -406,7 +460,8 @@ def deploy(
     prefect_file: str | os.PathLike[str] | None = None,
     timeout: float = 180.0,
 ) -> str:
-    """Run ``prefect --no-prompt deploy`` (``--all``, or ``--name`` for each of ``names``).
+    """Run ``prefect --no-prompt deploy`` (``--name`` for each of ``names``; by default every
+    deployment whose flow exists in the checkout, see ``deployable_names``, or ``--all``).
 
     ``env`` must carry ``PREFECT_API_URL`` (see ``LocalPrefect.env``). The project root is
     exported as ``RELEASE_PROMOTION_PROJECT_DIR`` for the ``set_working_directory`` pull step.
@@ -417,6 +472,9 @@ def deploy(
     args = [*prefect_command(), "--no-prompt", "deploy"]
     if prefect_file is not None:
         args += ["--prefect-file", str(Path(prefect_file).resolve())]
+    if not names:
+        deployable, missing = deployable_names(root, prefect_file)
+        names = deployable if missing else ()
     if names:
         for name in names:
             args += ["--name", name]
