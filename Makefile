@@ -29,7 +29,7 @@ deps:
 	fi
 
 bootstrap: uv deps
-	@$(UV) sync --frozen --quiet
+	@$(UV) sync --frozen --quiet --group dev --group sandbox
 
 lint: bootstrap
 	.venv/bin/ruff check .

@@ -13,7 +13,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from promotion.config import load_config
-from promotion.kustomize import read_image_tags, render, set_image_tags, validate
+from promotion.kustomize import read_image_tags, set_image_tags
+from sandbox.kustomize_render import render, validate
 from sandbox.seed import overlay_kustomization, seed_files
 
 

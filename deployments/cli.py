@@ -1,10 +1,11 @@
 """``release-promotion``: the command line of the project (Typer).
 
 ``sandbox up|down|status`` runs the local stand-ins, ``demo`` the one-command demo, ``deploy``
-creates the work pool and the prod concurrency limit and deploys ``prefect.yaml``; ``promote``,
-``approve``, ``rollback`` and ``status`` work against any Prefect server (``PREFECT_API_URL`` or
-``--api-url``; default: the demo's ``http://127.0.0.1:4200/api``). ``approve`` posts the same
-``run_input`` as the UI's Resume form and prints the server's verdict.
+creates the work pool and one concurrency limit per environment and deploys ``prefect.yaml``;
+``promote``, ``approve``, ``rollback``, ``resume-autosync`` and ``status`` work against any Prefect
+server (``PREFECT_API_URL`` or ``--api-url``; default: the demo's ``http://127.0.0.1:4200/api``;
+``PREFECT_API_AUTH_STRING`` for a protected one). ``approve`` posts the same ``run_input`` as the
+UI's Resume form and prints the server's verdict.
 """
 
 from __future__ import annotations
@@ -17,10 +18,16 @@ import typer
 
 from deployments import runs
 from deployments.local import PROJECT_ROOT
+from promotion.names import (
+    HOLDS_VARIABLE,
+    PROMOTE_DEPLOYMENT,
+    RESUME_AUTOSYNC_DEPLOYMENT,
+    ROLLBACK_DEPLOYMENT,
+    gate_of_pause_key,
+)
 
 DEFAULT_API = "http://127.0.0.1:4200/api"
-PROMOTE = "promote-release/promote-release"
-ROLLBACK = "rollback-release/rollback-release"
+AUTO_ROLLBACK = ("off", "argocd", "revert")
 
 app = typer.Typer(
     name="release-promotion",
@@ -105,6 +112,10 @@ def demo(
     auto_approve: Annotated[bool, typer.Option(help="Give both approvals automatically.")] = False,
     version: Annotated[str, typer.Option(help="The release to promote.")] = "v1.0.1",
     port: Annotated[int, typer.Option(help="Prefect server port.")] = 4200,
+    auth_string_file: Annotated[
+        Path | None,
+        typer.Option(help="Protect the Prefect server with the user:password in this file."),
+    ] = None,
 ) -> None:
     """Run the whole pipeline locally (same as `make demo`)."""
     from deployments.demo import main
@@ -112,14 +123,27 @@ def demo(
     argv = ["--version", version, "--port", str(port)]
     if auto_approve:
         argv.append("--auto-approve")
+    if auth_string_file is not None:
+        argv += ["--auth-string-file", str(auth_string_file)]
     raise typer.Exit(main(argv))
 
 
+ConfigFile = Annotated[
+    Path | None,
+    typer.Option(
+        "--config-file",
+        envvar="RELEASE_PROMOTION_CONFIG_FILE",
+        help="The promotion setup (default: the project's promotion.yaml).",
+    ),
+]
+
+
 @app.command()
-def deploy(api_url: ApiUrl = DEFAULT_API) -> None:
-    """Create the work pool and the prod concurrency limit, then deploy prefect.yaml."""
+def deploy(api_url: ApiUrl = DEFAULT_API, config_file: ConfigFile = None) -> None:
+    """Create the work pool and a concurrency limit per environment, then deploy prefect.yaml."""
     from deployments.local import (
         PrefectCommandFailed,
+        deployable_names,
         ensure_concurrency_limit,
         ensure_work_pool,
         prefect_env,
@@ -127,15 +151,20 @@ def deploy(api_url: ApiUrl = DEFAULT_API) -> None:
     from deployments.local import (
         deploy as run_deploy,
     )
+    from promotion.config import ConfigError
 
+    deployable, missing = deployable_names(PROJECT_ROOT)
     try:
         ensure_work_pool(api_url)
-        ensure_concurrency_limit(api_url)
-        output = run_deploy(prefect_env(api_url), project_root=PROJECT_ROOT)
-    except PrefectCommandFailed as exc:
+        locks = ensure_concurrency_limit(api_url, config_file=config_file)
+        output = run_deploy(prefect_env(api_url), project_root=PROJECT_ROOT, names=deployable)
+    except (PrefectCommandFailed, ConfigError, runs.RunApiError) as exc:
         raise _fail(str(exc)) from None
     typer.echo(output.strip().splitlines()[-1] if output.strip() else "deployed")
-    typer.echo("Deployed promote-release, rollback-release, audit-staging-drift.")
+    typer.echo(f"Concurrency limits: {', '.join(locks)}.")
+    typer.echo(f"Deployed {', '.join(deployable)}.")
+    if missing:
+        typer.echo(f"Not deployed (their flow is not in this checkout): {', '.join(missing)}.")
     typer.echo("Start a worker: prefect worker start --pool release-promotion")
 
 
@@ -148,17 +177,51 @@ def promote(
     initiator: Annotated[
         str, typer.Option(help="Your login (you may not approve your own release).")
     ] = "release-manager",
+    approval_timeout_seconds: Annotated[
+        int | None,
+        typer.Option(min=1, help="How long each approval may wait (default: the flow's)."),
+    ] = None,
+    auto_rollback: Annotated[
+        str | None,
+        typer.Option(help="On a failed deploy: off, argocd or revert (default: the flow's)."),
+    ] = None,
+    allow_downgrade: Annotated[
+        bool, typer.Option("--allow-downgrade", help="Allow a version older than what runs.")
+    ] = False,
+    allow_held: Annotated[
+        bool, typer.Option("--allow-held", help="Allow a version on hold after a rollback.")
+    ] = False,
+    config_file: Annotated[
+        str | None,
+        typer.Option(help="The promotion setup file, as the worker sees it (default: its own)."),
+    ] = None,
     api_url: ApiUrl = DEFAULT_API,
 ) -> None:
-    """Start promote-release for VERSION; print the run's link."""
+    """Start promote-release for VERSION; print the run's link.
+
+    Only the options given are sent; the others take the flow's defaults.
+    """
     from promotion.models import validate_version
 
     try:
         validate_version(version)
     except ValueError as exc:
         raise _fail(f"invalid version {version!r}: {exc}", 2) from None
+    if auto_rollback is not None and auto_rollback not in AUTO_ROLLBACK:
+        raise _fail(f"--auto-rollback must be off, argocd or revert, not {auto_rollback!r}", 2)
+    parameters: dict[str, Any] = {"version": version, "initiator": initiator}
+    if approval_timeout_seconds is not None:
+        parameters["approval_timeout_seconds"] = approval_timeout_seconds
+    if auto_rollback is not None:
+        parameters["auto_rollback"] = auto_rollback
+    if allow_downgrade:
+        parameters["allow_downgrade"] = True
+    if allow_held:
+        parameters["allow_held"] = True
+    if config_file is not None:
+        parameters["config_file"] = config_file
     try:
-        run = runs.start_run(api_url, PROMOTE, {"version": version, "initiator": initiator})
+        run = runs.start_run(api_url, PROMOTE_DEPLOYMENT, parameters)
     except runs.RunApiError as exc:
         raise _fail(str(exc)) from None
     typer.echo(f"Started {run.name} ({run.id}) promoting {version}")
@@ -181,7 +244,7 @@ def approve(
         )
     except runs.RunApiError as exc:
         raise _fail(str(exc)) from None
-    gate = (run.pause_key or "").split("-approval", 1)[0] or "the"
+    gate = gate_of_pause_key(run.pause_key or "") or "the"
     verb = "rejected" if reject else "approved"
     if result.accepted:
         typer.echo(f"ACCEPT: {gate} gate {verb} by {approver}; the run goes on.")
@@ -209,11 +272,58 @@ def rollback(
     if method not in ("argocd", "revert"):
         raise _fail(f"--method must be argocd or revert, not {method!r}", 2)
     try:
-        run = runs.start_run(api_url, ROLLBACK, {"env": env, "method": method, "to": to})
+        run = runs.start_run(api_url, ROLLBACK_DEPLOYMENT, {"env": env, "method": method, "to": to})
     except runs.RunApiError as exc:
         raise _fail(str(exc)) from None
     typer.echo(f"Started {run.name} ({run.id}): roll back {env} by {method} to {to}")
     typer.echo(_run_url(api_url, run.id))
+
+
+@app.command("resume-autosync")
+def resume_autosync(
+    env: Annotated[str, typer.Argument(help="The environment, for example prod.")],
+    config_file: Annotated[
+        str | None,
+        typer.Option(help="The promotion setup file, as the worker sees it (default: its own)."),
+    ] = None,
+    api_url: ApiUrl = DEFAULT_API,
+) -> None:
+    """Start resume-autosync for ENV (auto-sync back on after an Argo CD rollback); print the link."""
+    parameters: dict[str, Any] = {"env": env}
+    if config_file is not None:
+        parameters["config_file"] = config_file
+    try:
+        run = runs.start_run(api_url, RESUME_AUTOSYNC_DEPLOYMENT, parameters)
+    except runs.RunApiError as exc:
+        raise _fail(str(exc)) from None
+    typer.echo(f"Started {run.name} ({run.id}): resume auto-sync of {env}")
+    typer.echo(_run_url(api_url, run.id))
+
+
+def read_holds(api_url: str) -> dict[str, dict[str, Any]]:
+    """The holds recorded by rollbacks: the Variable ``HOLDS_VARIABLE``, a JSON object
+    ``{version: {"env", "reason", "at", "run"}}``; absent means none."""
+    with runs.api_client(api_url) as http:
+        response = runs.request_with_retry(http, "GET", f"variables/name/{HOLDS_VARIABLE}")
+    if response.status_code == 404:
+        return {}
+    if response.status_code >= 400:
+        raise runs.RunApiError(
+            f"read variable {HOLDS_VARIABLE}: HTTP {response.status_code} {response.text[:200]}"
+        )
+    value: Any = (response.json() or {}).get("value")
+    if isinstance(value, str):  # a variable set from the UI as text
+        try:
+            value = json.loads(value) if value.strip() else {}
+        except ValueError as exc:
+            raise runs.RunApiError(f"variable {HOLDS_VARIABLE} is not a JSON object") from exc
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise runs.RunApiError(f"variable {HOLDS_VARIABLE} is not a JSON object")
+    return {
+        str(k): dict(v) if isinstance(v, dict) else {"reason": str(v)} for k, v in value.items()
+    }
 
 
 def _argocd_endpoint() -> tuple[str, str] | None:
@@ -294,9 +404,15 @@ def status(
                 typer.echo(f"{row['environment']:<10} {row['state']}")
     waiting: list[dict[str, Any]] = []
     try:
-        paused = runs.list_runs(api_url, PROMOTE, state_types=("PAUSED",))
+        paused = runs.list_runs(api_url, PROMOTE_DEPLOYMENT, state_types=("PAUSED",))
     except Exception as exc:  # no deployment yet, or no server at all
         raise _fail(f"cannot list approvals at {api_url}: {exc}") from None
+    try:
+        holds = read_holds(api_url)
+    except Exception as exc:  # a server that answers oddly
+        raise _fail(f"cannot read the holds at {api_url}: {exc}") from None
+    if version is not None:
+        holds = {v: h for v, h in holds.items() if v == version}
     for run in paused:
         run_version = run.parameters.get("version")
         if version is not None and run_version != version:
@@ -305,14 +421,23 @@ def status(
             {
                 "run": run.name,
                 "version": run_version,
-                "gate": (run.pause_key or "").split("-approval", 1)[0],
+                "gate": gate_of_pause_key(run.pause_key or ""),
                 "url": _run_url(api_url, run.id),
                 "id": run.id,
             }
         )
     if as_json:
-        typer.echo(json.dumps({"environments": envs, "waiting": waiting}, indent=2))
+        typer.echo(json.dumps({"environments": envs, "waiting": waiting, "holds": holds}, indent=2))
         return
+    if not holds:
+        typer.echo("No release is on hold.")
+    for held, hold in sorted(holds.items()):
+        run_id = hold.get("run")
+        link = f" (run {_run_url(api_url, str(run_id))})" if run_id else ""
+        typer.echo(
+            f"held: {held} in {hold.get('env', '?')} since {hold.get('at', '?')}: "
+            f"{hold.get('reason', '')}{link}"
+        )
     if not waiting:
         typer.echo("No approval is waiting.")
     for item in waiting:

@@ -6,13 +6,16 @@ the prod concurrency limit and a worker; deploys ``prefect.yaml``; starts ``prom
 v1.0.1; prints the run's link in the Prefect UI and which approval waits; follows the run to its
 end and prints the summary. With ``--auto-approve`` it gives the approvals itself through the same
 API the UI's Resume form uses and exits 0 only when prod is confirmed at the version. Ctrl-C stops
-everything it started; every run starts clean under ``.sandbox/demo``.
+everything it started; every run starts clean under ``.sandbox/demo``. With
+``--auth-string-file FILE`` (or ``PREFECT_SERVER_API_AUTH_STRING`` in its environment) the server
+is protected by that ``user:password`` and every client the demo starts gets it.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import shutil
 import signal
 import sys
@@ -26,16 +29,19 @@ import httpx
 
 from deployments.local import (
     PROJECT_ROOT,
+    SERVER_AUTH_STRING_ENV,
     LocalPrefect,
     PortInUse,
     PrefectCommandFailed,
     PrefectStartFailed,
     Worker,
     deploy,
+    deployable_names,
     ensure_concurrency_limit,
     ensure_work_pool,
 )
 from deployments.runs import (
+    AUTH_STRING_ENV,
     ResumeResult,
     RunApiError,
     RunView,
@@ -47,10 +53,10 @@ from deployments.runs import (
     wait_for_run,
 )
 from promotion.config import PromotionConfig, load_config
+from promotion.names import PROMOTE_DEPLOYMENT, gate_of_pause_key
 from sandbox.launcher import Sandbox, SandboxError, start_sandbox
 
 DEFAULT_STATE = PROJECT_ROOT / ".sandbox" / "demo"
-PROMOTE = "promote-release/promote-release"
 SUMMARY_KEY = "promotion-summary"
 
 
@@ -75,12 +81,12 @@ def _step(what: str) -> Iterator[None]:
 
 
 def _gate(pause_key: str | None) -> str:
-    """``qa-approval-0`` -> ``qa``."""
-    return (pause_key or "").split("-approval", 1)[0] or "unknown"
+    """``qa-approval-0123456789ab-0`` (or the older ``qa-approval-0``) -> ``qa``."""
+    return gate_of_pause_key(pause_key or "") or "unknown"
 
 
 def _approver_for(gate: str, config: PromotionConfig, initiator: str) -> str:
-    listed = {"qa": config.approvers.qa, "pm": config.approvers.pm}.get(gate, ())
+    listed = _listed(gate, config)
     for login in listed:
         if login != initiator:
             return login
@@ -107,34 +113,43 @@ def prod_at(sandbox: Sandbox, config: PromotionConfig, version: str) -> tuple[bo
     return (on_version and sync == "Synced" and health == "Healthy"), detail
 
 
-def _deployable() -> list[str]:
-    """Names of the deployments in prefect.yaml whose flow file exists in this checkout."""
-    from ruamel.yaml import YAML
-
-    data: Any = YAML(typ="safe", pure=True).load((PROJECT_ROOT / "prefect.yaml").read_text())
-    names = []
-    for item in data.get("deployments", []):
-        entry = str(item.get("entrypoint", ""))
-        if (PROJECT_ROOT / entry.split(":", 1)[0]).exists():
-            names.append(str(item["name"]))
-    return names
-
-
 def _prepare(state: Path) -> None:
     if state.exists():
         shutil.rmtree(state)
     state.mkdir(parents=True)
 
 
+def auth_string_of(args: argparse.Namespace) -> str | None:
+    """The server's auth string: ``--auth-string-file``, else ``PREFECT_SERVER_API_AUTH_STRING``."""
+    if args.auth_string_file is not None:
+        try:
+            text = Path(args.auth_string_file).read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise DemoFailed(
+                f"cannot read --auth-string-file {args.auth_string_file}: {exc}"
+            ) from exc
+        if not text:
+            raise DemoFailed(f"--auth-string-file {args.auth_string_file} is empty")
+        return text
+    return os.environ.get(SERVER_AUTH_STRING_ENV) or None
+
+
 def run_demo(args: argparse.Namespace) -> int:
     config = load_config()
     state = Path(args.state_dir).resolve()
     started = time.monotonic()
+    auth_string = auth_string_of(args)
+    if auth_string is not None:
+        # this process's own REST calls (deployments.runs) read it from here
+        os.environ[AUTH_STRING_ENV] = auth_string
     _say(f"release-promotion demo: promote {args.version} (state in {state})")
     _prepare(state)
     with contextlib.ExitStack() as stack:
-        with _step(f"starting the Prefect server (SQLite) on 127.0.0.1:{args.port}"):
-            prefect = stack.enter_context(LocalPrefect(home=state / "prefect", port=args.port))
+        protected = " with basic auth" if auth_string is not None else ""
+        with _step(f"starting the Prefect server (SQLite{protected}) on 127.0.0.1:{args.port}"):
+            prefect = stack.enter_context(
+                LocalPrefect(home=state / "prefect", port=args.port, auth_string=auth_string)
+            )
         with _step("starting the sandbox (GitHub, Argo CD, registry; v1.0.0 live everywhere)"):
             sandbox = stack.enter_context(
                 start_sandbox(
@@ -143,20 +158,26 @@ def run_demo(args: argparse.Namespace) -> int:
                     check_duration=args.check_duration,
                 )
             )
-        with _step("creating the work pool and the prod concurrency limit"):
+        with _step("creating the work pool and a concurrency limit per environment"):
             ensure_work_pool(prefect.api_url)
             ensure_concurrency_limit(prefect.api_url)
         env = prefect.env(sandbox.env())
-        names = _deployable()
+        names, _ = deployable_names()
         with _step(f"deploying prefect.yaml ({', '.join(names)})"):
             deploy(env, names=names)
         with _step("starting a worker"):
             stack.enter_context(Worker(env, log_path=state / "worker.log"))
         _say(f"  Prefect UI:   {prefect.ui_url}")
+        if auth_string is not None:
+            _say(
+                "                (log in with the auth string; CLI: export PREFECT_API_AUTH_STRING)"
+            )
         _say(f"  GitHub:       {sandbox.info.github_url}/repos/{sandbox.info.repo}")
         _say(f"  Argo CD:      {sandbox.info.argocd_url}/api/v1/applications")
         run = start_run(
-            prefect.api_url, PROMOTE, {"version": args.version, "initiator": args.initiator}
+            prefect.api_url,
+            PROMOTE_DEPLOYMENT,
+            {"version": args.version, "initiator": args.initiator},
         )
         _say(f"\nStarted promote-release for {args.version} (initiator {args.initiator}):")
         _say(f"  {prefect.flow_run_url(run.id)}\n")
@@ -246,7 +267,15 @@ def follow(prefect: LocalPrefect, run_id: str, config: PromotionConfig, args: An
 
 
 def _listed(gate: str, config: PromotionConfig) -> tuple[str, ...]:
-    return {"qa": config.approvers.qa, "pm": config.approvers.pm}.get(gate, ())
+    """The logins that may answer ``gate``: from ``config.gate(name).approvers`` (gates as
+    configuration) or ``config.approvers.<gate>`` (the first setup format)."""
+    source: Any = config
+    if callable(getattr(source, "gate", None)):
+        try:
+            return tuple(str(login) for login in source.gate(gate).approvers)
+        except (KeyError, LookupError, ValueError):
+            return ()
+    return tuple(str(login) for login in getattr(source.approvers, gate, ()) or ())
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -259,6 +288,12 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--timeout", type=float, default=3 * 3600.0, help="seconds to wait")
     parser.add_argument("--reconcile-interval", type=float, default=180.0)
     parser.add_argument("--check-duration", type=float, default=1.0)
+    parser.add_argument(
+        "--auth-string-file",
+        type=Path,
+        default=None,
+        help="protect the Prefect server with the user:password in this file (HTTP Basic)",
+    )
     parser.add_argument(
         "--exit-when-done", action="store_true", help="exit at the end instead of keeping the UI up"
     )

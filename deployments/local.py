@@ -7,6 +7,11 @@ through the REST API, so the project never assumes they exist; ``deploy`` runs
 ``prefect --no-prompt deploy --all`` from the project root; ``Worker`` runs
 ``prefect worker start --pool release-promotion`` and stops it the way it actually stops
 (SIGINT, then SIGKILL of its process group). The demo, the CLI and the flow tests share these.
+
+A protected server: ``LocalPrefect(auth_string="user:pass")`` starts the server with
+``PREFECT_SERVER_API_AUTH_STRING`` and gives every client process it starts (``env()``: CLI,
+``prefect deploy``, the worker and its flow runs) ``PREFECT_API_AUTH_STRING``; the REST calls
+here send it as Basic auth (``deployments.runs.auth_headers``). It is never logged.
 """
 
 from __future__ import annotations
@@ -26,12 +31,15 @@ from typing import IO, Any
 
 import httpx
 
-from deployments.runs import request_with_retry
+from deployments.runs import AUTH_STRING_ENV, api_client, auth_headers, request_with_retry
 from sandbox.http import PortInUse, free_port
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 WORK_POOL = "release-promotion"
 PROD_CONCURRENCY_LIMIT = "prod-promotion"
+"""The lock of the first pipeline (prod only). Still created because flows/promote.py on this
+branch takes it; remove it once the flows take ``promotion.names.environment_lock(env)`` only."""
+SERVER_AUTH_STRING_ENV = "PREFECT_SERVER_API_AUTH_STRING"
 PROJECT_DIR_ENV = "RELEASE_PROMOTION_PROJECT_DIR"
 """Env var that prefect.yaml's ``set_working_directory`` pull step reads (absolute path)."""
 
@@ -46,6 +54,7 @@ __all__ = [
     "PROD_CONCURRENCY_LIMIT",
     "PROJECT_DIR_ENV",
     "PROJECT_ROOT",
+    "SERVER_AUTH_STRING_ENV",
     "WORK_POOL",
     "LocalPrefect",
     "PortInUse",
@@ -53,8 +62,10 @@ __all__ = [
     "PrefectStartFailed",
     "Worker",
     "deploy",
+    "deployable_names",
     "ensure_concurrency_limit",
     "ensure_work_pool",
+    "environment_locks",
     "prefect_command",
     "prefect_env",
     "wait_healthy",
@@ -180,6 +191,8 @@ class LocalPrefect:
         port: the port (default: a free one); a busy port raises ``PortInUse``.
         startup_timeout: seconds to wait for ``/api/health``.
         extra_env: more environment for the server process.
+        auth_string: protect the API with this ``user:password`` (HTTP Basic); ``env()`` then
+            carries it as ``PREFECT_API_AUTH_STRING`` for every client.
     """
 
     def __init__(
@@ -188,6 +201,7 @@ class LocalPrefect:
         port: int | None = None,
         startup_timeout: float = 90.0,
         extra_env: Mapping[str, str] | None = None,
+        auth_string: str | None = None,
     ) -> None:
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         if home is None:
@@ -198,6 +212,7 @@ class LocalPrefect:
         self.port = port or 0
         self.startup_timeout = startup_timeout
         self.extra_env = dict(extra_env or {})
+        self.auth_string = auth_string or None
         self.process: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
 
@@ -213,9 +228,20 @@ class LocalPrefect:
     def log_path(self) -> Path:
         return self.home / "server.log"
 
+    @property
+    def protected(self) -> bool:
+        return self.auth_string is not None
+
     def env(self, extra: Mapping[str, str] | None = None) -> dict[str, str]:
         """Environment for a client process (CLI, worker, flow) of this server."""
-        return prefect_env(self.api_url, self.home, extra)
+        env = prefect_env(self.api_url, self.home, extra)
+        if self.auth_string is not None:
+            env[AUTH_STRING_ENV] = self.auth_string
+        return env
+
+    def client(self, timeout: float = 15.0) -> httpx.Client:
+        """An httpx client for this server's REST API (authenticated when protected)."""
+        return api_client(self.api_url, timeout, auth_string=self.auth_string or "")
 
     def flow_run_url(self, flow_run_id: object) -> str:
         """The UI page of a flow run."""
@@ -242,6 +268,11 @@ class LocalPrefect:
                 **self.extra_env,
             }
         )
+        if self.auth_string is not None:
+            env[SERVER_AUTH_STRING_ENV] = self.auth_string
+        else:
+            # an auth string inherited from the caller would protect a server meant to be open
+            env.pop(SERVER_AUTH_STRING_ENV, None)
         self._log = self.log_path.open("ab")
         self.process = subprocess.Popen(
             [
@@ -283,9 +314,12 @@ class LocalPrefect:
     @contextlib.contextmanager
     def use(self) -> Iterator[LocalPrefect]:
         """Point this process's Prefect client at the server (``temporary_settings``)."""
-        from prefect.settings import PREFECT_API_URL, temporary_settings
+        from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
 
-        with temporary_settings({PREFECT_API_URL: self.api_url}):
+        updates: dict[Any, Any] = {PREFECT_API_URL: self.api_url}
+        if self.auth_string is not None:
+            updates[PREFECT_API_AUTH_STRING] = self.auth_string
+        with temporary_settings(updates):
             yield self
 
     def __enter__(self) -> LocalPrefect:
@@ -308,9 +342,14 @@ def _default_api_url(api_url: str | None) -> str:
 
 
 def ensure_work_pool(
-    api_url: str | None = None, name: str = WORK_POOL, concurrency_limit: int | None = None
+    api_url: str | None = None,
+    name: str = WORK_POOL,
+    concurrency_limit: int | None = None,
+    auth_string: str | None = None,
 ) -> None:
-    """Create the process work pool ``name`` unless it exists (idempotent)."""
+    """Create the process work pool ``name`` unless it exists (idempotent).
+
+    ``auth_string``: the server's basic auth (default: ``PREFECT_API_AUTH_STRING``)."""
     from prefect.workers.process import ProcessWorker
 
     url = _default_api_url(api_url)
@@ -322,7 +361,7 @@ def ensure_work_pool(
     }
     if concurrency_limit is not None:
         body["concurrency_limit"] = concurrency_limit
-    with httpx.Client(timeout=15.0) as http:
+    with httpx.Client(timeout=15.0, headers=auth_headers(auth_string)) as http:
         response = request_with_retry(http, "POST", f"{url}/work_pools/", json=body)
         if response.status_code == 409:
             return
@@ -332,33 +371,86 @@ def ensure_work_pool(
             )
 
 
-def ensure_concurrency_limit(
-    api_url: str | None = None, name: str = PROD_CONCURRENCY_LIMIT, limit: int = 1
-) -> None:
-    """Create (or set to ``limit``) the global concurrency limit ``name``; active.
+def environment_locks(config_file: str | os.PathLike[str] | None = None) -> list[str]:
+    """The global concurrency limits the flows take: one per environment of the promotion setup
+    (``promotion.names.environment_lock``), plus the legacy prod lock while a flow needs it."""
+    from promotion.config import load_config
+    from promotion.names import environment_lock
 
-    The flows take it with ``concurrency(name, occupy=1, strict=True)``: strict, so a missing
+    names = [environment_lock(env.name) for env in load_config(config_file).environments]
+    return [*names, PROD_CONCURRENCY_LIMIT]
+
+
+def ensure_concurrency_limit(
+    api_url: str | None = None,
+    name: str | None = None,
+    limit: int = 1,
+    auth_string: str | None = None,
+    config_file: str | os.PathLike[str] | None = None,
+) -> list[str]:
+    """Create (or set to ``limit``) the global concurrency limit ``name``, active; without a
+    name, every environment's lock of the promotion setup (``environment_locks``). Idempotent.
+    Returns the names ensured.
+
+    The flows take them with ``concurrency(name, occupy=1, strict=True)``: strict, so a missing
     limit is an error, never an unguarded run.
     """
     url = _default_api_url(api_url)
-    with httpx.Client(timeout=15.0) as http:
-        response = request_with_retry(
-            http,
-            "POST",
-            f"{url}/v2/concurrency_limits/",
-            json={"name": name, "limit": limit, "active": True},
-        )
-        if response.status_code == 409:
+    names = [name] if name is not None else environment_locks(config_file)
+    with httpx.Client(timeout=15.0, headers=auth_headers(auth_string)) as http:
+        for each in names:
             response = request_with_retry(
                 http,
-                "PATCH",
-                f"{url}/v2/concurrency_limits/{name}",
-                json={"limit": limit, "active": True},
+                "POST",
+                f"{url}/v2/concurrency_limits/",
+                json={"name": each, "limit": limit, "active": True},
             )
-        if response.status_code >= 400:
-            raise PrefectCommandFailed(
-                f"cannot create concurrency limit {name!r}: HTTP {response.status_code} {response.text}"
-            )
+            if response.status_code == 409:
+                response = request_with_retry(
+                    http,
+                    "PATCH",
+                    f"{url}/v2/concurrency_limits/{each}",
+                    json={"limit": limit, "active": True},
+                )
+            if response.status_code >= 400:
+                raise PrefectCommandFailed(
+                    f"cannot create concurrency limit {each!r}: "
+                    f"HTTP {response.status_code} {response.text}"
+                )
+    return names
+
+
+def _defines(path: Path, function: str) -> bool:
+    import ast
+
+    try:
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+    except (OSError, SyntaxError, UnicodeDecodeError):
+        return False
+    return any(
+        isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.name == function
+        for node in tree.body
+    )
+
+
+def deployable_names(
+    project_root: str | os.PathLike[str] = PROJECT_ROOT,
+    prefect_file: str | os.PathLike[str] | None = None,
+) -> tuple[list[str], list[str]]:
+    """The deployments of ``prefect.yaml`` whose entrypoint exists in this checkout, and those
+    whose flow is not there (yet): ``(deployable, missing)``."""
+    from ruamel.yaml import YAML
+
+    root = Path(project_root).resolve()
+    file = Path(prefect_file).resolve() if prefect_file is not None else root / "prefect.yaml"
+    data: Any = YAML(typ="safe", pure=True).load(file.read_text(encoding="utf-8"))
+    deployable: list[str] = []
+    missing: list[str] = []
+    for item in data.get("deployments") or []:
+        module, _, function = str(item.get("entrypoint", "")).partition(":")
+        found = _defines(root / module, function)
+        (deployable if found else missing).append(str(item["name"]))
+    return deployable, missing
 
 
 def deploy(
@@ -368,7 +460,8 @@ def deploy(
     prefect_file: str | os.PathLike[str] | None = None,
     timeout: float = 180.0,
 ) -> str:
-    """Run ``prefect --no-prompt deploy`` (``--all``, or ``--name`` for each of ``names``).
+    """Run ``prefect --no-prompt deploy`` (``--name`` for each of ``names``; by default every
+    deployment whose flow exists in the checkout, see ``deployable_names``, or ``--all``).
 
     ``env`` must carry ``PREFECT_API_URL`` (see ``LocalPrefect.env``). The project root is
     exported as ``RELEASE_PROMOTION_PROJECT_DIR`` for the ``set_working_directory`` pull step.
@@ -379,6 +472,9 @@ def deploy(
     args = [*prefect_command(), "--no-prompt", "deploy"]
     if prefect_file is not None:
         args += ["--prefect-file", str(Path(prefect_file).resolve())]
+    if not names:
+        deployable, missing = deployable_names(root, prefect_file)
+        names = deployable if missing else ()
     if names:
         for name in names:
             args += ["--name", name]
@@ -465,7 +561,9 @@ class Worker:
     def _wait_ready(self, timeout: float) -> None:
         api_url = self.env.get("PREFECT_API_URL", "").rstrip("/")
         deadline = time.monotonic() + timeout
-        with httpx.Client(timeout=5.0) as http:
+        # the worker's own credential, not this process's
+        headers = auth_headers(self.env.get(AUTH_STRING_ENV, ""))
+        with httpx.Client(timeout=5.0, headers=headers) as http:
             while True:
                 assert self.process is not None
                 if self.process.poll() is not None:

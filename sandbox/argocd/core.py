@@ -41,7 +41,7 @@ from typing import Any
 
 import yaml
 
-from promotion.kustomize import KustomizeRenderFailed, render
+from sandbox.kustomize_render import KustomizeRenderFailed, render
 
 KEPT_TREES = 16  # extracted commits kept for rendering
 RENDER_WORKERS = max(2, min(8, 2 * (os.cpu_count() or 1)))  # parallel renders at start-up

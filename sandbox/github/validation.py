@@ -12,8 +12,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from promotion.kustomize import KustomizeRenderFailed, ManifestInvalid, render, validate
 from sandbox.github.gitrepo import GitRepo
+from sandbox.kustomize_render import KustomizeRenderFailed, ManifestInvalid, render, validate
 
 CHECK_NAME = "Kustomize validation"
 ROOT = "kustomize"

@@ -2,11 +2,23 @@
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
+import httpx
+import pytest
 from typer.testing import CliRunner
 
 from deployments.cli import app
-from deployments.local import LocalPrefect, Worker
-from deployments.runs import read_run
+from deployments.demo import _gate as demo_gate
+from deployments.local import LocalPrefect, Worker, deployable_names
+from deployments.runs import find_deployment, read_run
+from promotion.names import (
+    HOLDS_VARIABLE,
+    PROMOTE_DEPLOYMENT,
+    RESUME_AUTOSYNC_DEPLOYMENT,
+    RESUME_AUTOSYNC_FLOW,
+)
 
 runner = CliRunner()
 
@@ -61,3 +73,84 @@ def test_status_without_a_server_fails_plainly() -> None:
     result = runner.invoke(app, ["status", "--api-url", "http://127.0.0.1:9/api"])
     assert result.exit_code == 1
     assert "cannot list approvals at http://127.0.0.1:9/api" in result.output
+
+
+def _schema(api: str, deployment: str) -> dict[str, Any]:
+    return dict(find_deployment(api, deployment)["parameter_openapi_schema"]["properties"])
+
+
+def test_promote_sends_every_option_given(local_prefect: LocalPrefect, worker: Worker) -> None:
+    api = local_prefect.api_url
+    wanted = {"approval_timeout_seconds", "auto_rollback", "allow_downgrade", "allow_held"}
+    if not wanted <= set(_schema(api, PROMOTE_DEPLOYMENT)):
+        pytest.skip("promote_release in this checkout does not take the new parameters yet")
+    args = ["promote", "v9.9.7", "--initiator", "dev-dave", "--approval-timeout-seconds", "60"]
+    args += ["--auto-rollback", "revert", "--allow-downgrade", "--allow-held"]
+    args += ["--config-file", "promotion.yaml", "--api-url", api]
+    promoted = runner.invoke(app, args)
+    assert promoted.exit_code == 0, promoted.output
+    assert read_run(api, _run_id(promoted.output)).parameters == {
+        "version": "v9.9.7",
+        "initiator": "dev-dave",
+        "approval_timeout_seconds": 60,
+        "auto_rollback": "revert",
+        "allow_downgrade": True,
+        "allow_held": True,
+        "config_file": "promotion.yaml",
+    }
+
+
+def test_promote_refuses_an_unknown_auto_rollback(local_prefect: LocalPrefect) -> None:
+    args = ["promote", "v1.0.1", "--auto-rollback", "kubectl", "--api-url", local_prefect.api_url]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2
+    assert "off, argocd or revert" in result.output
+
+
+def test_resume_autosync_starts_its_deployment(local_prefect: LocalPrefect, worker: Worker) -> None:
+    api = local_prefect.api_url
+    result = runner.invoke(app, ["resume-autosync", "nowhere", "--api-url", api])
+    if RESUME_AUTOSYNC_FLOW in deployable_names()[1]:
+        # flows/rollback.py:resume_autosync is not in this checkout: nothing was deployed
+        assert result.exit_code == 1
+        assert f"no deployment '{RESUME_AUTOSYNC_DEPLOYMENT}'" in result.output
+        return
+    assert result.exit_code == 0, result.output
+    assert local_prefect.flow_run_url("") in result.output
+    assert read_run(api, _run_id(result.output)).parameters == {"env": "nowhere"}
+
+
+def test_status_shows_the_holds(local_prefect: LocalPrefect, worker: Worker) -> None:
+    api = local_prefect.api_url
+    holds = {
+        "v1.0.2": {
+            "env": "prod",
+            "reason": "rolled back: pods crash-looping",
+            "at": "2026-12-02T10:00:00+00:00",
+            "run": "0b3c9d3e-1f0e-4a51-9a3c-8d2f6c1e2a77",
+        }
+    }
+    created = httpx.post(f"{api}/variables/", json={"name": HOLDS_VARIABLE, "value": holds})
+    assert created.status_code == 201, created.text
+    try:
+        shown = runner.invoke(app, ["status", "--api-url", api])
+        assert shown.exit_code == 0, shown.output
+        assert (
+            "held: v1.0.2 in prod since 2026-12-02T10:00:00+00:00: rolled back: pods crash-looping"
+            f" (run {local_prefect.flow_run_url(holds['v1.0.2']['run'])})" in shown.output
+        )
+        other = runner.invoke(app, ["status", "v1.0.1", "--json", "--api-url", api])
+        assert other.exit_code == 0, other.output
+        assert json.loads(other.output)["holds"] == {}
+        mine = runner.invoke(app, ["status", "v1.0.2", "--json", "--api-url", api])
+        assert json.loads(mine.output)["holds"] == holds
+    finally:
+        httpx.delete(f"{api}/variables/name/{HOLDS_VARIABLE}")
+    none = runner.invoke(app, ["status", "--api-url", api])
+    assert "No release is on hold." in none.output
+
+
+def test_the_gate_of_a_pause_key_bound_to_a_digest() -> None:
+    assert demo_gate("qa-approval-0123456789ab-0") == "qa"
+    assert demo_gate("pm-approval-0") == "pm"
+    assert demo_gate(None) == "unknown"

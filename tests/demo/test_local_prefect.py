@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import httpx
 import pytest
 
 from deployments.local import (
-    PROD_CONCURRENCY_LIMIT,
     PROJECT_ROOT,
     WORK_POOL,
     LocalPrefect,
     PortInUse,
     Worker,
+    deployable_names,
     ensure_concurrency_limit,
     ensure_work_pool,
 )
 from deployments.runs import read_artifact, resume_run, start_run, wait_for_run
+from promotion.config import load_config
+from promotion.names import RESUME_AUTOSYNC_FLOW, environment_lock
 
 
 def test_work_pool_is_a_process_pool_and_ensure_is_idempotent(local_prefect: LocalPrefect) -> None:
@@ -26,13 +30,33 @@ def test_work_pool_is_a_process_pool_and_ensure_is_idempotent(local_prefect: Loc
     assert "command" in pool["base_job_template"]["job_configuration"]
 
 
-def test_concurrency_limit_is_created_then_updated(local_prefect: LocalPrefect) -> None:
-    url = f"{local_prefect.api_url}/v2/concurrency_limits/{PROD_CONCURRENCY_LIMIT}"
-    ensure_concurrency_limit(local_prefect.api_url, limit=2)
-    assert httpx.get(url).json()["limit"] == 2
-    ensure_concurrency_limit(local_prefect.api_url)
-    limit = httpx.get(url).json()
-    assert (limit["limit"], limit["active"]) == (1, True)
+def test_a_lock_per_environment_is_created_then_updated(local_prefect: LocalPrefect) -> None:
+    api = local_prefect.api_url
+    wanted = [environment_lock(env.name) for env in load_config().environments]
+    assert wanted[:2] == ["promotion-staging", "promotion-prod"]
+    ensured = ensure_concurrency_limit(api, limit=2)
+    assert set(wanted) <= set(ensured)
+    for name in wanted:
+        assert httpx.get(f"{api}/v2/concurrency_limits/{name}").json()["limit"] == 2
+    ensure_concurrency_limit(api)
+    ensure_concurrency_limit(api)  # idempotent
+    for name in wanted:
+        limit = httpx.get(f"{api}/v2/concurrency_limits/{name}").json()
+        assert (limit["limit"], limit["active"]) == (1, True), name
+    listed = httpx.post(f"{api}/v2/concurrency_limits/filter", json={}).json()
+    assert sorted(n for n in (x["name"] for x in listed) if n in wanted) == sorted(wanted)
+
+
+def test_the_locks_follow_the_promotion_setup(local_prefect: LocalPrefect, tmp_path: Path) -> None:
+    setup = (PROJECT_ROOT / "promotion.yaml").read_text()
+    setup = setup.replace("name: staging", "name: qa-east")
+    assert "name: qa-east" in setup
+    custom = tmp_path / "promotion.yaml"
+    custom.write_text(setup)
+    ensured = ensure_concurrency_limit(local_prefect.api_url, config_file=custom)
+    assert "promotion-qa-east" in ensured
+    url = f"{local_prefect.api_url}/v2/concurrency_limits/promotion-qa-east"
+    assert httpx.get(url).json()["active"] is True
 
 
 def test_a_busy_port_is_reported_plainly(local_prefect: LocalPrefect) -> None:
@@ -88,3 +112,31 @@ def test_prefect_yaml_deploys_the_three_deployments_on_the_process_pool(
     ]
     promote_params = by_name["promote-release"]["parameter_openapi_schema"]["properties"]
     assert {"version", "initiator"} <= set(promote_params)
+
+
+def test_resume_autosync_is_deployed_when_its_flow_exists(
+    local_prefect: LocalPrefect, worker: Worker
+) -> None:
+    deployable, missing = deployable_names()
+    if RESUME_AUTOSYNC_FLOW in missing:
+        pytest.skip("flows/rollback.py:resume_autosync is not in this checkout yet")
+    assert RESUME_AUTOSYNC_FLOW in deployable
+    found = httpx.post(f"{local_prefect.api_url}/deployments/filter", json={}).json()
+    dep = {d["name"]: d for d in found}[RESUME_AUTOSYNC_FLOW]
+    assert dep["entrypoint"] == "flows/rollback.py:resume_autosync"
+    assert dep["work_pool_name"] == WORK_POOL
+    params = dep["parameter_openapi_schema"]
+    assert set(params["properties"]) == {"env", "config_file"}
+    assert params.get("required") == ["env"]
+
+
+def test_deployable_names_leave_out_a_missing_flow(tmp_path: Path) -> None:
+    (tmp_path / "flows").mkdir()
+    (tmp_path / "flows" / "here.py").write_text("def present():\n    pass\n")
+    (tmp_path / "prefect.yaml").write_text(
+        "deployments:\n"
+        "  - {name: a, entrypoint: flows/here.py:present}\n"
+        "  - {name: b, entrypoint: flows/here.py:absent}\n"
+        "  - {name: c, entrypoint: flows/nowhere.py:present}\n"
+    )
+    assert deployable_names(tmp_path) == (["a"], ["b", "c"])

@@ -12,8 +12,9 @@ from hypothesis import strategies as st
 from ruamel.yaml import YAML
 
 from promotion.config import PromotionConfig, load_config
-from promotion.kustomize import read_image_tags, render, set_image_tags
+from promotion.kustomize import read_image_tags, set_image_tags
 from promotion.models import OCI_TAG
+from sandbox.kustomize_render import render
 from sandbox.seed import overlay_kustomization
 
 from .conftest import SEED_VERSION

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from promotion.kustomize import KustomizeRenderFailed, ManifestInvalid, render, validate
+from sandbox.kustomize_render import KustomizeRenderFailed, ManifestInvalid, render, validate
 
 
 @pytest.fixture
