@@ -61,6 +61,16 @@ def _fail(message: str, code: int = 1) -> typer.Exit:
     return typer.Exit(code)
 
 
+def _start(api_url: str, deployment: str, parameters: dict[str, Any], what: str) -> None:
+    """Start a run of ``deployment``; print what it does and its link."""
+    try:
+        run = runs.start_run(api_url, deployment, parameters)
+    except runs.RunApiError as exc:
+        raise _fail(str(exc)) from None
+    typer.echo(f"Started {run.name} ({run.id}): {what}")
+    typer.echo(_run_url(api_url, run.id))
+
+
 # -- sandbox -----------------------------------------------------------------------------------
 
 
@@ -220,12 +230,7 @@ def promote(
         parameters["allow_held"] = True
     if config_file is not None:
         parameters["config_file"] = config_file
-    try:
-        run = runs.start_run(api_url, PROMOTE_DEPLOYMENT, parameters)
-    except runs.RunApiError as exc:
-        raise _fail(str(exc)) from None
-    typer.echo(f"Started {run.name} ({run.id}) promoting {version}")
-    typer.echo(_run_url(api_url, run.id))
+    _start(api_url, PROMOTE_DEPLOYMENT, parameters, f"promoting {version}")
 
 
 @app.command()
@@ -271,12 +276,12 @@ def rollback(
     """Start rollback-release for ENV; print the run's link."""
     if method not in ("argocd", "revert"):
         raise _fail(f"--method must be argocd or revert, not {method!r}", 2)
-    try:
-        run = runs.start_run(api_url, ROLLBACK_DEPLOYMENT, {"env": env, "method": method, "to": to})
-    except runs.RunApiError as exc:
-        raise _fail(str(exc)) from None
-    typer.echo(f"Started {run.name} ({run.id}): roll back {env} by {method} to {to}")
-    typer.echo(_run_url(api_url, run.id))
+    _start(
+        api_url,
+        ROLLBACK_DEPLOYMENT,
+        {"env": env, "method": method, "to": to},
+        f"roll back {env} by {method} to {to}",
+    )
 
 
 @app.command("resume-autosync")
@@ -292,12 +297,7 @@ def resume_autosync(
     parameters: dict[str, Any] = {"env": env}
     if config_file is not None:
         parameters["config_file"] = config_file
-    try:
-        run = runs.start_run(api_url, RESUME_AUTOSYNC_DEPLOYMENT, parameters)
-    except runs.RunApiError as exc:
-        raise _fail(str(exc)) from None
-    typer.echo(f"Started {run.name} ({run.id}): resume auto-sync of {env}")
-    typer.echo(_run_url(api_url, run.id))
+    _start(api_url, RESUME_AUTOSYNC_DEPLOYMENT, parameters, f"resume auto-sync of {env}")
 
 
 def read_holds(api_url: str) -> dict[str, dict[str, Any]]:

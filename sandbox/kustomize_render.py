@@ -14,10 +14,11 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
 from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
+
+from promotion.kustomize import _yaml_kind
 
 __all__ = ["KustomizeRenderFailed", "ManifestInvalid", "kubectl_binary", "render", "validate"]
 
@@ -28,15 +29,6 @@ class KustomizeRenderFailed(RuntimeError):
 
 class ManifestInvalid(ValueError):
     """Rendered manifests that kubernetes-validate rejects; the message names every bad resource."""
-
-
-def _yaml_kind(value: Any) -> str:
-    """How a YAML author would name ``value``."""
-    if isinstance(value, list):
-        return "a list"
-    if isinstance(value, dict):
-        return "a mapping"
-    return f"the scalar {value!r}"
 
 
 def kubectl_binary() -> str:
