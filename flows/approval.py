@@ -1,34 +1,40 @@
-"""Approval gates: wait for a person's decision through a typed Prefect form.
+"""Approval gates: wait for a person's decision, bound to exactly what they were shown.
 
-Under a deployment the run is *suspended* (no process is held while people decide; on resume
-the flow runs again from the top, so every step before a gate is idempotent). Outside a
-deployment (tests, a plain Python call) it falls back to ``pause_flow_run``.
+An answer is stored by Prefect under the wait's key, and the key names the ``Binding`` (version,
+environment, PR number, head sha, the digest of the PR's own diff, the release's image digests
+and the run's parameters). The binding itself is stored beside it as a run input. Each time the
+flow runs (a resume after a suspend re-runs it from the top) the gate reads the answers given
+at it, newest first: the latest answer wins; an answer given for another binding is void and the
+gate asks again, saying why (head moved, PR rebuilt, parameters changed).
 
-The form offers only the eligible approvers, so the Prefect server itself rejects an input from
-anyone else (the UI shows the reason and the run keeps waiting). The decision is checked once
-more on arrival; a refused input is recorded and the gate waits again under a new key.
+Under a deployment the run is *suspended* (no process is held while people decide); outside
+one (tests, a plain Python call) it pauses. The form offers only the eligible approvers, so the
+Prefect server itself refuses anyone else; the answer is checked again on arrival, and, when the
+setup asks for it, against GitHub (an approving review at the approved head, or a comment).
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from prefect import get_run_logger
-from prefect.artifacts import create_markdown_artifact
 from prefect.context import FlowRunContext
-from prefect.exceptions import FlowPauseTimeout
+from prefect.exceptions import FlowPauseTimeout, ObjectAlreadyExists
 from prefect.flow_runs import pause_flow_run, suspend_flow_run
 from prefect.input import RunInput
+from prefect.input.actions import create_flow_run_input
 from pydantic import Field, WithJsonSchema, create_model
 
-from promotion.policy import Refusal, check_approver, eligible_approvers
+from promotion.names import pause_key
+from promotion.policy import check_approver, eligible_approvers
+from promotion.records import Binding, Decision
 from promotion.report import now
 
 DEFAULT_APPROVAL_TIMEOUT = 3 * 24 * 3600
-MAX_REFUSALS = 20
+MAX_ANSWERS = 50
 
 
 class ApprovalExpired(RuntimeError):
@@ -41,16 +47,6 @@ class ApprovalForm(RunInput):
     approved: bool
     approver: str
     comment: str = ""
-
-
-@dataclass(frozen=True)
-class Decision:
-    gate: str
-    approved: bool
-    approver: str
-    comment: str
-    evidence: str | None = None  # what else confirmed it (an approving GitHub review, say)
-    at: datetime | None = None  # when the person answered
 
 
 Verifier = Callable[[ApprovalForm], "tuple[str | None, str | None]"]
@@ -69,7 +65,7 @@ def approval_form(gate: str, eligible: Sequence[str]) -> type[ApprovalForm]:
         __base__=ApprovalForm,
         approved=(
             bool,
-            Field(description=f"Approve (on) or reject (off) this release at the {gate} gate."),
+            Field(description=f"Approve (on) or reject (off) what is shown, at the {gate} gate."),
         ),
         approver=(
             choices,
@@ -80,109 +76,140 @@ def approval_form(gate: str, eligible: Sequence[str]) -> type[ApprovalForm]:
     return model
 
 
-def recorded_answer(form: type[ApprovalForm], key: str) -> tuple[ApprovalForm, datetime] | None:
-    """The answer already given at the wait ``key`` of this run, and when, if any.
-
-    Prefect keeps every answer as a flow run input; reading it first makes a decision survive
-    a crash and a retry of the run (a retried run forgets which pauses already fired), and a
-    run resumed after a suspend reports when the person answered, not when it re-ran.
-    """
-    context = FlowRunContext.get()
-    if context is None or context.flow_run is None:
-        return None
-    # Prefect keys an answer by the waiting state's name: Suspended under a deployment.
-    state_name = "suspended" if in_deployment() else "paused"
-    client: Any = context.client  # the run's own client: no new connection per gate
-    found = client.filter_flow_run_input(
-        context.flow_run.id, f"{state_name}-{key}-response", 1, set()
-    )
-    if not found:
-        return None
-    return form(**found[0].decoded_value), found[0].created or now()
-
-
 def in_deployment() -> bool:
     context = FlowRunContext.get()
     return bool(context and context.flow_run and context.flow_run.deployment_id)
 
 
+def _state_prefix() -> str:
+    # Prefect keys an answer by the waiting state's name: Suspended under a deployment.
+    return "suspended" if in_deployment() else "paused"
+
+
+def _answers(gate: str) -> list[tuple[str, dict[str, Any], datetime]]:
+    """(pause key, answer, when) of every answer given at ``gate`` in this run, oldest first."""
+    context = FlowRunContext.get()
+    if context is None or context.flow_run is None:
+        return []
+    client: Any = context.client
+    prefix = f"{_state_prefix()}-{gate}-approval-"
+    found = client.filter_flow_run_input(context.flow_run.id, prefix, MAX_ANSWERS, set())
+    answers = []
+    for item in found:
+        if not item.key.endswith("-response"):
+            continue
+        key = item.key[len(_state_prefix()) + 1 : -len("-response")]
+        answers.append((key, dict(item.decoded_value), item.created or now()))
+    return sorted(answers, key=lambda a: a[2])
+
+
+def _stored_binding(key: str) -> dict[str, Any] | None:
+    context = FlowRunContext.get()
+    if context is None or context.flow_run is None:
+        return None
+    client: Any = context.client
+    found = client.filter_flow_run_input(context.flow_run.id, f"binding-{key}", 1, set())
+    return dict(found[0].decoded_value) if found else None
+
+
+def _store_binding(key: str, binding: Binding) -> None:
+    # Stored by an earlier execution of this run: the same binding (the key names it).
+    with contextlib.suppress(ObjectAlreadyExists):
+        create_flow_run_input(key=f"binding-{key}", value=binding.as_dict())
+
+
+def _describe_binding(binding: Binding) -> str:
+    return (
+        "| approves | |\n|---|---|\n"
+        f"| version | `{binding.version}` |\n"
+        f"| environment | {binding.environment} |\n"
+        f"| pull request | #{binding.pr_number} |\n"
+        f"| head | `{binding.head_sha}` |\n"
+        f"| diff digest (sha256 of the PR's diff) | `{binding.diff_digest}` |\n"
+        f"| image digests | `{binding.images_digest[:16]}` |\n"
+    )
+
+
 def request_approval(
-    gate: str,
+    binding: Binding,
     *,
     listed: Sequence[str],
-    initiator: str | None,
+    initiator: str,
     description: str,
     timeout_seconds: int = DEFAULT_APPROVAL_TIMEOUT,
     poll_interval: float = 2.0,
     verify: Verifier | None = None,
 ) -> Decision:
-    """Wait for an eligible person's decision at ``gate`` and return it.
+    """Wait for an eligible person's decision on exactly ``binding`` and return it.
 
     Args:
-        gate: the gate's name, for example ``qa`` or ``pm``.
+        binding: what the approval approves; an answer given for anything else is void.
         listed: the logins configured as approvers of this gate.
         initiator: who started the release; they may not approve it.
-        description: markdown shown above the form (version, changes, links).
-        timeout_seconds: how long to wait before the run fails with nothing merged.
+        description: markdown shown above the form (what changes, links, the PR's diff).
+        timeout_seconds: how long to wait before the run fails with nothing more merged.
         poll_interval: seconds between checks for an answer when paused in-process.
-        verify: a further check of an approving answer (for instance an approving GitHub
-            review by the same person); a refusal keeps the gate waiting, with the reason.
+        verify: a further check of an approving answer (GitHub evidence); a refusal keeps the
+            gate waiting, with the reason.
     """
     logger = get_run_logger()
+    gate = binding.gate
     eligible = eligible_approvers(gate, listed, initiator)
     form = approval_form(gate, eligible)
-    for attempt in range(MAX_REFUSALS):
-        key = f"{gate}-approval-{attempt}"
-        waiting = form.with_initial_data(description=description, approved=False)
-        recorded = recorded_answer(form, key)
-        answered_at = now()
-        if recorded is not None:
-            answer, answered_at = recorded
-            logger.info("Using the %s decision already given in this run", gate)
-        elif in_deployment():
-            logger.info("Waiting for the %s approval (approvers: %s)", gate, ", ".join(eligible))
-            answer = suspend_flow_run(wait_for_input=waiting, timeout=timeout_seconds, key=key)
-        else:
-            logger.info("Waiting for the %s approval (approvers: %s)", gate, ", ".join(eligible))
-            try:
-                # Prefect types poll_interval as int but sleeps with anyio: fractions work.
-                poll: Any = poll_interval
-                answer = pause_flow_run(
-                    wait_for_input=waiting,
-                    timeout=timeout_seconds,
-                    poll_interval=poll,
-                    key=key,
-                )
-            except FlowPauseTimeout as exc:
-                raise ApprovalExpired(
-                    f"the {gate} approval was not given within {timeout_seconds} s; "
-                    "the promotion stopped there and merged nothing more"
-                ) from exc
-        refusal = check_approver(gate, answer.approver, listed, initiator)
-        evidence = None
-        if refusal is None and answer.approved and verify is not None:
-            reason, evidence = verify(answer)
-            if reason is not None:
-                refusal = Refusal(answer.approver, reason)
-        if refusal is None:
-            logger.info(
-                "%s gate %s by %s",
-                gate,
-                "approved" if answer.approved else "rejected",
-                answer.approver,
-            )
-            return Decision(
-                gate,
-                answer.approved,
-                answer.approver.strip(),
-                answer.comment,
-                evidence,
-                answered_at,
-            )
-        logger.warning("Refused %s input: %s; waiting again", gate, refusal.reason)
-        create_markdown_artifact(
-            markdown=f"**{gate} approval refused:** {refusal.reason}. The run keeps waiting.",
-            key=f"{gate}-approval-refused",
-            description=f"Refused {gate} approval input",
+    mine = binding.digest
+    for _ in range(MAX_ANSWERS):
+        answers = _answers(gate)
+        attempt = sum(1 for key, _, _ in answers if key.startswith(pause_key(gate, mine, 0)[:-1]))
+        notice = ""
+        if answers:
+            key, raw, answered_at = answers[-1]  # the latest answer at the gate wins
+            earlier = _stored_binding(key)
+            if earlier is None or earlier != binding.as_dict():
+                why = binding.why_void(earlier or {})
+                notice = f"**The earlier answer is void:** {why}. Please decide again.\n\n"
+                logger.warning("The %s answer given earlier is void: %s", gate, why)
+            else:
+                answer = form.model_validate(raw)
+                refusal = check_approver(gate, answer.approver, listed, initiator)
+                reason, evidence = refusal.reason if refusal else None, None
+                if reason is None and answer.approved and verify is not None:
+                    reason, evidence = verify(answer)
+                if reason is None:
+                    logger.info(
+                        "%s gate %s by %s",
+                        gate,
+                        "approved" if answer.approved else "rejected",
+                        answer.approver,
+                    )
+                    return Decision(
+                        gate,
+                        answer.approved,
+                        answer.approver.strip(),
+                        answer.comment,
+                        answered_at,
+                        binding,
+                        evidence,
+                    )
+                notice = f"**The last answer was refused:** {reason}. The gate waits again.\n\n"
+                logger.warning("Refused %s input: %s; waiting again", gate, reason)
+        key = pause_key(gate, mine, attempt)
+        _store_binding(key, binding)
+        waiting = form.with_initial_data(
+            description=f"{notice}{description}\n\n{_describe_binding(binding)}", approved=False
         )
-    raise RuntimeError(f"{gate} gate: {MAX_REFUSALS} refused inputs in a row; giving up")
+        logger.info("Waiting for the %s approval (approvers: %s)", gate, ", ".join(eligible))
+        if in_deployment():
+            suspend_flow_run(wait_for_input=waiting, timeout=timeout_seconds, key=key)
+            continue
+        try:
+            # Prefect types poll_interval as int but sleeps with anyio: fractions work.
+            poll: Any = poll_interval
+            pause_flow_run(
+                wait_for_input=waiting, timeout=timeout_seconds, poll_interval=poll, key=key
+            )
+        except FlowPauseTimeout as exc:
+            raise ApprovalExpired(
+                f"the {gate} approval was not given within {timeout_seconds} s; "
+                "the promotion stopped there and merged nothing more"
+            ) from exc
+    raise ApprovalExpired(f"{gate} gate: {MAX_ANSWERS} answers without a decision; giving up")

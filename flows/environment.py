@@ -1,184 +1,203 @@
-"""Promote a release into one environment: PR, checks, merge (when the gate allows), deployed."""
+"""The steps of one environment: propose (PR + checks), merge, confirm deployed.
+
+Each step returns its own record (``promotion.records``). Every step is idempotent: a re-run of
+the flow (a resume after a suspend, a retry) finds the PR it opened and the merge it made, and
+never promotes an environment again that its own PR already merged.
+"""
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from contextlib import contextmanager
 
-from prefect import flow, get_run_logger
+from prefect import get_run_logger
+from prefect.concurrency.sync import concurrency
 
-from flows.runtime import Runtime, load_runtime
-from promotion.config import Environment, Gate
-from promotion.github import HeadMoved, MergeRefused, PullRequestInfo
-from promotion.models import validate_version
-from promotion.report import EnvironmentReport
+from flows.runtime import Runtime
+from promotion.argocd import AUTOSYNC_DISABLED_ANNOTATION, Deployed
+from promotion.config import Environment
+from promotion.github import HeadMoved, MergeRefused
+from promotion.kustomize import read_image_tags, set_image_tags
+from promotion.models import ImageChangeSet, Release
+from promotion.names import environment_lock
+from promotion.records import MergeRecord, Proposal, ReleaseCheck
 from tasks import argocd as argo_tasks
 from tasks import github as gh_tasks
+from tasks import registry as registry_tasks
 
-MERGE_ATTEMPTS = 3
-
-
-class GateNotPassed(RuntimeError):
-    """An environment whose gate needs an approval was asked to merge without one."""
+LOCK_TIMEOUT = 3600.0
 
 
-@dataclass
-class EnvironmentOutcome:
-    """Where one environment stands after ``run_environment`` (filled as the steps happen)."""
-
-    env: str
-    version: str
-    pr: PullRequestInfo | None = None
-    checks: str = "-"
-    merged: bool = False
-    merge_sha: str | None = None
-    deployed_revision: str | None = None
-    sync: str = "-"
-    health: str = "-"
-    history_id: int | None = None
-    seconds: float | None = None  # None: the work was done by an earlier execution
-    notes: list[str] = field(default_factory=list)
-
-    @property
-    def pr_number(self) -> int | None:
-        return self.pr.number if self.pr else None
-
-    @property
-    def pr_url(self) -> str | None:
-        return self.pr.url if self.pr else None
-
-    @property
-    def head_sha(self) -> str | None:
-        return self.pr.head_sha if self.pr else None
-
-    def record_into(self, report: EnvironmentReport, app: str) -> None:
-        report.pr_number, report.pr_url = self.pr_number, self.pr_url
-        report.checks, report.merge_sha, report.argocd_app = self.checks, self.merge_sha, app
-        report.sync, report.health, report.history_id = self.sync, self.health, self.history_id
-        report.seconds, report.note = self.seconds, "; ".join(self.notes)
+class PromotionStopped(RuntimeError):
+    """The promotion ended early: rejected, refused, or a step failed. Nothing more merges."""
 
 
-def run_environment(
+class ApprovalVoid(RuntimeError):
+    """What an approval approved changed before the merge: the gate must ask again."""
+
+
+@contextmanager
+def environment_lock_held(env: Environment) -> Iterator[None]:
+    """One promotion (or rollback) at a time writes to ``env``: a Prefect global limit."""
+    get_run_logger().info("Waiting for the %s lock", env.name)
+    with concurrency(
+        environment_lock(env.name), occupy=1, strict=True, timeout_seconds=LOCK_TIMEOUT
+    ):
+        yield
+
+
+def environment_versions(rt: Runtime, env: Environment, ref: str | None = None) -> set[str]:
+    """The tags the environment's overlay sets for the release's images (on the base branch)."""
+    images = set(rt.config.images().values())
+    tags = read_image_tags(gh_tasks.read_file(rt.github(), env.overlay, ref))
+    return {tag for image, tag in tags.items() if image in images}
+
+
+def _proposal(rt: Runtime, env: Environment, pr_number: int, started: float) -> Proposal:
+    gh = rt.github()
+    pr = gh_tasks.get_pr(gh, pr_number)
+    change = gh_tasks.pr_change(gh, pr_number)
+    checks = None
+    if not pr.merged:
+        checks = gh_tasks.wait_for_checks(
+            gh,
+            pr.number,
+            rt.config.github.required_checks,
+            timeout=rt.settings.checks_timeout,
+            poll_interval=rt.settings.poll_interval,
+            head_sha=pr.head_sha,
+        )
+    return Proposal(env.name, pr, change.diff, change.digest, checks, time.monotonic() - started)
+
+
+def propose(rt: Runtime, env: Environment, release: Release, *, allow_downgrade: bool) -> Proposal:
+    """Open (or find) the PR that sets every image of ``release`` in ``env``, and its checks.
+
+    A PR of this release that already merged (an earlier execution of this run) is returned as
+    it is, and never opened again: if the environment has moved on to another version since,
+    the run stops, because what was approved there no longer runs.
+    """
+    started = time.monotonic()
+    gh = rt.github()
+    ours = gh_tasks.find_promotion_pr(gh, env.name, str(release))
+    if ours is not None and ours.merged:
+        running = environment_versions(rt, env)
+        if running != {str(release)}:
+            raise PromotionStopped(
+                f"{env.name} has moved on since this run merged {release} there (PR "
+                f"#{ours.number}); it now runs {', '.join(sorted(running))}. What was approved "
+                "there no longer runs: start a new promotion"
+            )
+        return _proposal(rt, env, ours.number, started)
+    release.check_forward(
+        sorted(environment_versions(rt, env)), env.name, allow_downgrade=allow_downgrade
+    )
+    pr = gh_tasks.open_promotion_pr(gh, env, str(release), rt.config.images())
+    return _proposal(rt, env, pr.number, started)
+
+
+def _refuse_autosync_off(rt: Runtime, env: Environment) -> None:
+    app = argo_tasks.get_app(rt.argocd(), env.argocd_app)
+    if not app.autosync_enabled:
+        since = app.metadata.annotations.get(AUTOSYNC_DISABLED_ANNOTATION)
+        raise PromotionStopped(
+            f"{env.name}: auto-sync of {env.argocd_app} is off"
+            + (f" (turned off by a rollback at {since})" if since else "")
+            + ", so a merge would not deploy. Resume it once Git holds what should run: "
+            f"`release-promotion resume-autosync {env.name}` (the resume-autosync flow)"
+        )
+
+
+def _check_images_unchanged(rt: Runtime, release: ReleaseCheck) -> None:
+    now = registry_tasks.check_release(rt.registry(), rt.registry_repositories(), release.version)
+    moved = release.moved(now)
+    if moved:
+        raise PromotionStopped(
+            f"the tag {release.version} moved in the registry since it was checked (what was "
+            f"tested and approved is not what would deploy): {'; '.join(moved)}"
+        )
+
+
+def _merge_result_is_approved(
+    rt: Runtime, env: Environment, release: Release, proposal: Proposal
+) -> None:
+    """The base's overlay with our tags must be exactly the PR head's overlay, else rebuild."""
+    gh = rt.github()
+    base = gh_tasks.read_file(gh, env.overlay)
+    head = gh_tasks.read_file(gh, env.overlay, proposal.pr.head_sha)
+    if set_image_tags(base, read_image_tags(head)) != head:
+        rebuilt = gh_tasks.open_promotion_pr(gh, env, str(release), rt.config.images())
+        raise ApprovalVoid(
+            f"{env.overlay} changed on {rt.config.github.base_branch} since PR "
+            f"#{proposal.pr.number} was approved; the PR was rebuilt (head "
+            f"{proposal.pr.head_sha[:12]} -> {rebuilt.head_sha[:12]}) and needs a new approval"
+        )
+
+
+def merge(
     rt: Runtime,
     env: Environment,
-    version: str,
+    release: Release,
+    proposal: Proposal,
+    checked: ReleaseCheck,
     *,
-    merge: bool,
-    approved_by: str | None = None,
-    outcome: EnvironmentOutcome | None = None,
-    checked_pr: PullRequestInfo | None = None,
-    checks_timeout: float = 900.0,
-    deploy_timeout: float = 600.0,
-) -> EnvironmentOutcome:
-    """The steps of one environment; every step is idempotent, so a re-run finds its own work.
+    allow_downgrade: bool,
+) -> MergeRecord:
+    """Merge exactly the proposed (and approved) head; the caller holds the environment lock.
 
-    ``outcome`` is filled as the steps happen, so that a caller that catches a failure (a
-    Degraded deployment, say) still knows which PR merged as which commit. ``checked_pr`` is a
-    PR whose checks this run already saw pass (the proposal before an approval): it is merged at
-    exactly that head, and only rebuilt and re-checked if GitHub refuses the merge.
+    Before the merge, under the lock: the environment still only moves forward, its Argo CD
+    application has auto-sync on, the release's images are the ones checked, and merging the
+    PR produces exactly the overlay its diff shows (else the PR is rebuilt and ``ApprovalVoid``
+    raised: the approval must be given again).
     """
-    logger = get_run_logger()
     started = time.monotonic()
-    out = outcome if outcome is not None else EnvironmentOutcome(env.name, version)
-    if merge and env.gate is Gate.PM_APPROVAL and not approved_by:
-        raise GateNotPassed(
-            f"{env.name} is gated by PM approval: it cannot be merged without an approver"
-        )
-    gh, argo, poll = rt.github(), rt.argocd(), rt.settings.poll_interval
-    required = rt.config.github.required_checks
-    pr = checked_pr or gh_tasks.ensure_promotion_pr(gh, env, version, rt.config.images())
-    if pr is None:
-        # The overlay already holds this version and no PR of ours merged it: nothing to
-        # merge; still confirm that Argo CD runs what the branch says.
-        out.notes.append(f"{env.name} was already at {version}; no PR needed")
-    if pr is not None:
-        out.pr = pr
-        logger.info("%s: PR #%s %s", env.name, pr.number, "opened" if pr.created else "found")
-    if pr is not None and not pr.merged:
-        checked = checked_pr is not None
-        for attempt in range(1, MERGE_ATTEMPTS + 1):
-            if not checked:
-                checks = gh_tasks.wait_for_checks(
-                    gh,
-                    pr.number,
-                    required,
-                    timeout=checks_timeout,
-                    poll_interval=poll,
-                    head_sha=pr.head_sha,
-                )
-                out.checks = checks.describe()
-            if not merge:
-                out.notes.append("waiting for approval")
-                out.seconds = time.monotonic() - started
-                return out
-            try:
-                merged = gh_tasks.merge(
-                    gh, pr.number, rt.config.github.merge_method, expected_head_sha=pr.head_sha
-                )
-            except (HeadMoved, MergeRefused) as exc:
-                # The base moved under the PR (another promotion merged first): rebuild the
-                # branch on the new base, re-check, and merge that; never merge a stale tree.
-                refreshed = gh_tasks.open_promotion_pr(gh, env, version, rt.config.images())
-                if refreshed.head_sha == pr.head_sha or attempt == MERGE_ATTEMPTS:
-                    raise
-                out.notes.append(f"PR rebuilt on the new base after: {exc}")
-                pr = refreshed
-                out.pr = pr
-                checked = False
-                continue
-            out.merged, out.merge_sha = True, merged.sha
-            break
-        revision = out.merge_sha
-    elif pr is not None:
-        # Merged by an earlier attempt of this run (a re-run after a suspend or a crash).
-        out.checks, out.merged, out.merge_sha = "passed before the merge", True, pr.merge_commit_sha
-        out.notes.append(
-            "merged by an earlier execution of this run (it runs again from the top after an "
-            "approval or a retry); deployment confirmed again now"
-        )
-        revision = gh_tasks.branch_head(gh)
-    else:
-        revision = gh_tasks.branch_head(gh)
-    assert revision is not None
-    # With the repository, a later commit on the branch that contains ours also confirms it.
-    deployed = argo_tasks.confirm_deployed(
-        argo, env.argocd_app, revision, timeout=deploy_timeout, poll_interval=poll, repository=gh
+    pr = proposal.pr
+    if pr.merged:
+        if pr.merge_commit_sha is None:
+            raise PromotionStopped(f"PR #{pr.number} is merged but GitHub gives no merge commit")
+        return MergeRecord(env.name, pr.number, pr.merge_commit_sha, earlier=True)
+    release.check_forward(
+        sorted(environment_versions(rt, env)), env.name, allow_downgrade=allow_downgrade
     )
-    if deployed.revision != revision:
-        out.notes.append(
-            f"Argo CD runs the later commit {deployed.revision[:12]}, which contains "
-            f"{revision[:12]} (another merge landed first)"
+    _refuse_autosync_off(rt, env)
+    _check_images_unchanged(rt, checked)
+    _merge_result_is_approved(rt, env, release, proposal)
+    gh = rt.github()
+    try:
+        merged = gh_tasks.merge(
+            gh, pr.number, rt.config.github.merge_method, expected_head_sha=pr.head_sha
         )
-    out.deployed_revision, out.sync, out.health = deployed.revision, "Synced", deployed.health
-    out.history_id = deployed.history_id
-    if not (pr is not None and pr.merged):
-        out.seconds = time.monotonic() - started
-    return out
+    except (HeadMoved, MergeRefused) as exc:
+        rebuilt = gh_tasks.open_promotion_pr(gh, env, str(release), rt.config.images())
+        if rebuilt.head_sha == pr.head_sha:
+            raise PromotionStopped(
+                f"{env.name}: GitHub refused to merge PR #{pr.number}: {exc}"
+            ) from exc
+        raise ApprovalVoid(
+            f"GitHub refused to merge PR #{pr.number} at {pr.head_sha[:12]} ({exc}); the PR "
+            f"was rebuilt on the current base as {rebuilt.head_sha[:12]}"
+        ) from exc
+    return MergeRecord(env.name, pr.number, merged.sha, seconds=time.monotonic() - started)
 
 
-@flow(name="promote-environment", log_prints=True, persist_result=True)
-def promote_environment(
-    env: str,
-    version: str,
-    merge: bool = True,
-    approved_by: str | None = None,
-    config_file: str | None = None,
-) -> EnvironmentOutcome:
-    """Promote one release into one environment.
-
-    Opens (or finds) the promotion pull request that sets every image of the release in the
-    environment's overlay, waits for the required checks, merges it when the environment's gate
-    allows, and waits until Argo CD runs the merge commit and reports it Healthy.
-
-    Args:
-        env: the environment, as named in promotion.yaml (for example `staging`).
-        version: the release tag, for example `v1.0.1` (a valid OCI tag).
-        merge: merge the pull request once its checks pass; off to stop after the checks.
-        approved_by: the approver of a gated environment (prod needs the PM's approval).
-        config_file: the promotion setup to use instead of the project's promotion.yaml.
-    """
-    validate_version(version)
-    rt = load_runtime(config_file)
-    return run_environment(
-        rt, rt.config.environment(env), version, merge=merge, approved_by=approved_by
+def confirm(rt: Runtime, env: Environment, release: Release, merged: MergeRecord) -> Deployed:
+    """Wait until Argo CD runs our merge (or a later commit containing it) with our images."""
+    expected = {image: str(release) for image in rt.config.images().values()}
+    return argo_tasks.confirm_deployed(
+        rt.argocd(),
+        env.argocd_app,
+        merged.sha,
+        timeout=rt.settings.deploy_timeout,
+        poll_interval=rt.settings.poll_interval,
+        repository=rt.github(),
+        expected_images=expected,
     )
+
+
+def changes_markdown(rt: Runtime, env: Environment, release: Release) -> str:
+    """The table of what promoting ``release`` to ``env`` changes, from the base branch now."""
+    now_running = read_image_tags(gh_tasks.read_file(rt.github(), env.overlay))
+    return ImageChangeSet.build(
+        env.name, str(release), rt.config.images(), now_running
+    ).markdown_table()

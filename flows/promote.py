@@ -1,296 +1,374 @@
-"""promote-release: registry -> staging -> QA -> prod PR + checks -> PM -> merge -> live in prod."""
+"""promote-release: verify the release, then for each environment: propose -> approve -> merge
+-> confirm -> approve, in the order and with the approvals that promotion.yaml gives.
+
+Where things happen (one hop from here):
+- the registry check and its digests: ``verify_release`` below;
+- a PR is opened and its checks waited for: ``flows/environment.py:propose``;
+- a person approves (QA after staging runs it, the PM before prod merges): ``approve`` below,
+  ``flows/approval.py:request_approval``;
+- the merge, under the environment's lock: ``flows/environment.py:merge``;
+- Argo CD runs it: ``flows/environment.py:confirm``;
+- automatic rollback: ``roll_back`` below, ``flows/rollback.py:run_rollback``.
+"""
 
 from __future__ import annotations
 
-import difflib
+from dataclasses import dataclass
 from typing import Literal
 
 from prefect import flow, get_run_logger
-from prefect.artifacts import create_markdown_artifact
-from prefect.concurrency.sync import concurrency
 
-from flows.approval import (
-    DEFAULT_APPROVAL_TIMEOUT,
-    ApprovalForm,
-    Decision,
-    Verifier,
-    request_approval,
+from flows.approval import DEFAULT_APPROVAL_TIMEOUT, ApprovalForm, Verifier, request_approval
+from flows.environment import (
+    ApprovalVoid,
+    PromotionStopped,
+    changes_markdown,
+    confirm,
+    environment_lock_held,
+    merge,
+    propose,
 )
-from flows.environment import EnvironmentOutcome, run_environment
+from flows.holds import hold, read_holds
 from flows.rollback import run_rollback
 from flows.runtime import Runtime, load_runtime, publish_report, run_started
-from promotion.argocd import DeploymentDegraded
-from promotion.config import Environment, Gate
-from promotion.kustomize import read_image_tags, set_image_tags
-from promotion.models import ImageChangeSet, validate_version
-from promotion.report import ApprovalReport, RollbackReport, RunReport, now
+from promotion.argocd import Deployed, DeploymentDegraded, DeploymentTimedOut
+from promotion.config import Approval, ConfigError, Environment, Evidence, Login, When
+from promotion.models import Release
+from promotion.names import PROMOTE_FLOW
+from promotion.records import Binding, Decision, MergeRecord, Proposal, ReleaseCheck, digest_of
+from promotion.report import RollbackReport, RunReport
 from tasks import github as gh_tasks
 from tasks import registry as registry_tasks
 
-PROD_LOCK = "prod-promotion"
+AutoRollback = Literal["off", "argocd", "revert"]
+MAX_REBUILDS = 5
 
 
-class PromotionStopped(RuntimeError):
-    """The promotion ended before prod: rejected, refused, or a step failed. Nothing more merges."""
+@dataclass
+class Promotion:
+    """One run's fixed inputs, validated once, and its report."""
+
+    rt: Runtime
+    release: Release
+    initiator: str
+    parameters_digest: str
+    timeout: int
+    auto_rollback: AutoRollback
+    allow_downgrade: bool
+    report: RunReport
 
 
-def _record(report: RunReport, outcome: EnvironmentOutcome, app: str) -> None:
-    outcome.record_into(report.environment(outcome.env), app)
-
-
-def _record_decision(report: RunReport, decision: Decision, review: str | None = None) -> None:
-    report.approvals.append(
-        ApprovalReport(
-            decision.gate,
-            decision.approved,
-            decision.approver,
-            decision.comment,
-            at=decision.at or now(),
-            github_review=review,
-        )
-    )
-
-
-def _links(rt: Runtime, env: Environment, pr_url: str | None) -> str:
-    argo = (rt.settings.argocd_ui_url or rt.settings.argocd_url).rstrip("/")
-    lines = [f"- Argo CD application: [{env.argocd_app}]({argo}/applications/{env.argocd_app})"]
-    if pr_url:
-        lines.insert(0, f"- Pull request: {pr_url}")
-    return "\n".join(lines)
-
-
-def _prod_diff(rt: Runtime, env: Environment, version: str) -> str:
-    gh = rt.github()
-    before = gh_tasks.read_file(gh, env.overlay)
-    images = rt.config.images()
-    current = read_image_tags(before)
-    after = set_image_tags(
-        before, {i: version for i in images.values() if current.get(i) != version}
-    )
-    diff = "".join(
-        difflib.unified_diff(
-            before.splitlines(keepends=True),
-            after.splitlines(keepends=True),
-            f"a/{env.overlay}",
-            f"b/{env.overlay}",
-        )
-    )
-    return diff or "(no change)"
-
-
-@flow(name="promote-release", log_prints=True, persist_result=True)
+@flow(name=PROMOTE_FLOW, log_prints=True, persist_result=True)
 def promote_release(
     version: str,
     initiator: str,
     approval_timeout_seconds: int = DEFAULT_APPROVAL_TIMEOUT,
-    auto_rollback: Literal["off", "argocd", "revert"] = "off",
+    auto_rollback: AutoRollback = "off",
+    allow_downgrade: bool = False,
+    allow_held: bool = False,
     config_file: str | None = None,
 ) -> dict[str, object]:
-    """Promote a release through every environment, with the QA and PM approvals.
+    """Promote a release through every environment, with the approvals promotion.yaml names.
 
-    Checks that every image of the release is in the registry, promotes staging (PR, checks,
-    automatic merge, confirmed deployed by Argo CD), waits for QA's approval, opens the prod PR
-    and waits for its checks, shows the prod overlay diff, waits for the PM's approval, then merges
-    and waits until Argo CD runs it Healthy in prod. One prod promotion runs at a time.
+    Checks every image of the release in the registry, then for each environment in order:
+    opens its PR and waits for the checks, asks the approvals due before the merge, merges
+    under the environment's lock, waits until Argo CD runs it Healthy, and asks the approvals
+    due after the deployment. Each approval binds what it approved (version, PR, head, diff).
 
     Args:
         version: the release tag to promote, for example `v1.0.1` (a valid OCI tag).
-        initiator: your login. You may not approve your own release at either gate.
+        initiator: your login. You may not approve your own release, nor be a listed approver.
         approval_timeout_seconds: how long each approval may wait (default 3 days). An expired
             approval ends the run and merges nothing more.
-        auto_rollback: if prod turns Degraded after the merge, roll back by `argocd` (Argo CD
-            rollback) or `revert` (revert PR); `off` only reports it. The run then ends Failed.
+        auto_rollback: if an environment turns Degraded after the merge, roll back by `argocd`
+            (Argo CD rollback) or `revert` (revert PR); `off` only reports it.
+        allow_downgrade: allow moving an environment to an older (or non-semver) release.
+        allow_held: allow promoting a version that is on hold after a rollback.
         config_file: a promotion setup to use instead of the project's promotion.yaml.
     """
-    logger = get_run_logger()
-    validate_version(version)
     report = RunReport(
         title=f"Promotion of {version}", version=version, initiator=initiator, started=run_started()
     )
     try:
-        rt = load_runtime(config_file)
-        cfg = rt.config
-        images = cfg.images()
-        registry_tasks.check_release(rt.registry(), rt.registry_repositories(), version)
-        report.notes.append(f"All {len(images)} images of {version} are in the registry.")
-        done: list[str] = []
-        qa: Decision | None = None
-        for env in cfg.environments:
-            cfg.order.require_after(env.name, done)
-            if env.gate is Gate.AUTO:
-                outcome = run_environment(rt, env, version, merge=True)
-                _record(report, outcome, env.argocd_app)
-                done.append(env.name)
-                if qa is None:
-                    qa = _qa_gate(
-                        rt, env, version, initiator, outcome, approval_timeout_seconds, report
-                    )
-                continue
-            if qa is None:
-                raise PromotionStopped(
-                    f"{env.name} needs a QA approval of a prior environment first"
-                )
-            _promote_gated(
-                rt, env, version, initiator, approval_timeout_seconds, auto_rollback, report
-            )
-            done.append(env.name)
+        run = start(
+            report,
+            version=version,
+            initiator=initiator,
+            timeout=approval_timeout_seconds,
+            auto_rollback=auto_rollback,
+            allow_downgrade=allow_downgrade,
+            allow_held=allow_held,
+            config_file=config_file,
+        )
+        checked = verify_release(run)
+        for env in run.rt.config.environments:
+            proposal = promote_into(run, env, checked)
+            for approval in env.approvals_at(When.AFTER_DEPLOY):
+                approve(run, env, approval, proposal, checked)  # QA approves what runs there
         report.finish("succeeded")
-        return {"version": version, "outcome": "succeeded", "environments": done}
+        return {
+            "version": version,
+            "outcome": "succeeded",
+            "environments": [e.env for e in report.environments],
+        }
     except Exception as exc:
         if report.outcome == "running":
             report.finish("failed", str(exc))
-        logger.error("Promotion of %s stopped: %s", version, exc)
+        get_run_logger().error("Promotion of %s stopped: %s", version, exc)
         raise
     finally:
         publish_report(report, "promotion-summary")
 
 
-def _qa_gate(
-    rt: Runtime,
-    env: Environment,
+def start(
+    report: RunReport,
+    *,
     version: str,
     initiator: str,
-    outcome: EnvironmentOutcome,
     timeout: int,
-    report: RunReport,
-) -> Decision:
-    order = rt.config.order.names
-    following = (
-        rt.config.environment(order[order.index(env.name) + 1]) if env.name != order[-1] else None
+    auto_rollback: AutoRollback,
+    allow_downgrade: bool,
+    allow_held: bool,
+    config_file: str | None,
+) -> Promotion:
+    """Validate the run's inputs once: the version, the initiator, holds, the setup."""
+    release = Release(version)
+    who = initiator.strip()
+    if not _valid_login(who):
+        raise ConfigError(f"initiator {initiator!r} is not a valid GitHub login")
+    rt = load_runtime(config_file)
+    if who.lower() in rt.config.approvers():
+        gates = [
+            a.gate for _, a in rt.config.approvals() if who.lower() in map(str.lower, a.approvers)
+        ]
+        raise PromotionStopped(
+            f"{who} started this release but is a listed approver of {', '.join(gates)}: a "
+            "release must be started by someone who does not approve it"
+        )
+    held = read_holds().get(str(release))
+    if held is not None and not allow_held:
+        raise PromotionStopped(
+            f"{release} is on hold: rolled back in {held.get('env')} at {held.get('at')} "
+            f"({held.get('reason')}); start the run with allow_held on to promote it anyway"
+        )
+    if held is not None:
+        report.notes.append(
+            f"{release} is on hold ({held.get('reason')}); promoted with allow_held"
+        )
+    parameters = digest_of(
+        {
+            "version": str(release),
+            "initiator": who,
+            "allow_downgrade": allow_downgrade,
+            "allow_held": allow_held,
+            "config_file": config_file,
+        }
     )
-    table = ""
-    if following is not None:
-        now_running = read_image_tags(gh_tasks.read_file(rt.github(), following.overlay))
-        changes = ImageChangeSet.build(following.name, version, rt.config.images(), now_running)
-        table = f"Approving lets {version} go on to **{following.name}**, which runs:\n\n"
-        table += changes.markdown_table()
-    description = (
-        f"## QA approval: {version} in {env.name}\n\n"
-        f"{version} runs in **{env.name}** (Argo CD: {outcome.sync}, {outcome.health}, "
-        f"revision `{(outcome.deployed_revision or '-')[:12]}`).\n\n"
-        f"{_links(rt, env, outcome.pr_url)}\n\n{table}"
+    return Promotion(rt, release, who, parameters, timeout, auto_rollback, allow_downgrade, report)
+
+
+def _valid_login(login: str) -> bool:
+    from pydantic import TypeAdapter, ValidationError
+
+    try:
+        TypeAdapter(Login).validate_python(login)
+    except ValidationError:
+        return False
+    return True
+
+
+def verify_release(run: Promotion) -> ReleaseCheck:
+    """Every image of the release is in the registry; record each manifest digest."""
+    rt = run.rt
+    digests = registry_tasks.check_release(
+        rt.registry(), rt.registry_repositories(), str(run.release)
+    )
+    checked = ReleaseCheck(str(run.release), digests)
+    run.report.release = checked
+    return checked
+
+
+def promote_into(run: Promotion, env: Environment, checked: ReleaseCheck) -> Proposal:
+    """Propose, approve before the merge, merge and confirm; again if the PR had to be rebuilt."""
+    record = run.report.environment(env.name, env.argocd_app)
+    for _ in range(MAX_REBUILDS):
+        proposal = propose(run.rt, env, run.release, allow_downgrade=run.allow_downgrade)
+        record.proposal = proposal
+        for approval in env.approvals_at(When.BEFORE_MERGE):
+            approve(run, env, approval, proposal, checked)  # the PM approves the PR
+        try:
+            with environment_lock_held(env):
+                merged = merge(
+                    run.rt, env, run.release, proposal, checked, allow_downgrade=run.allow_downgrade
+                )
+                record.merge = merged
+                record.deployed = confirm_or_roll_back(run, env, merged)
+            return proposal
+        except ApprovalVoid as exc:
+            record.notes.append(str(exc))
+            get_run_logger().warning("%s: %s; asking again", env.name, exc)
+    raise PromotionStopped(f"{env.name}: the PR was rebuilt {MAX_REBUILDS} times; giving up")
+
+
+def confirm_or_roll_back(run: Promotion, env: Environment, merged: MergeRecord) -> Deployed:
+    """Confirm the deployment; if it turns Degraded (or stays Progressing), roll it back."""
+    try:
+        return confirm(run.rt, env, run.release, merged)
+    except (DeploymentDegraded, DeploymentTimedOut) as exc:
+        stuck = not isinstance(exc, DeploymentDegraded)
+        record = run.report.environment(env.name)
+        record.health = "Progressing" if stuck else "Degraded"
+        if run.auto_rollback == "off" or (
+            stuck and not run.rt.settings.rollback_when_stuck_progressing
+        ):
+            run.report.finish("failed", f"{env.name} is {record.health} after the merge: {exc}")
+            raise
+        roll_back(run, env, merged, str(exc))
+        raise PromotionStopped(run.report.reason) from exc
+
+
+def roll_back(run: Promotion, env: Environment, merged: MergeRecord, why: str) -> None:
+    """Roll ``env`` back (the lock is held) and put the release on hold."""
+    method = run.auto_rollback
+    to = str(merged.pr_number) if method == "revert" else "previous"
+    rolled = run_rollback(run.rt, env, method, to=to)
+    run.report.rollbacks.append(
+        RollbackReport(
+            env.name,
+            method,
+            rolled.from_revision,
+            rolled.to_revision,
+            rolled.seconds,
+            rolled.detail,
+        )
+    )
+    hold(str(run.release), env.name, f"{env.name} was unhealthy after the merge: {why}")
+    run.report.finish(
+        "rolled back",
+        f"{env.name} was unhealthy after the merge and was rolled back by {method}: {why}",
+    )
+
+
+def approve(
+    run: Promotion,
+    env: Environment,
+    approval: Approval,
+    proposal: Proposal,
+    checked: ReleaseCheck,
+) -> Decision:
+    """Ask ``approval``'s gate for a decision bound to ``proposal``; stop on a rejection."""
+    rt = run.rt
+    binding = Binding(
+        gate=approval.gate,
+        version=str(run.release),
+        environment=env.name,
+        pr_number=proposal.pr.number,
+        head_sha=proposal.pr.head_sha,
+        diff_digest=proposal.diff_digest,
+        images_digest=checked.digest,
+        parameters_digest=run.parameters_digest,
     )
     decision = request_approval(
-        "qa",
-        listed=rt.config.approvers.qa,
-        initiator=initiator,
-        description=description,
-        timeout_seconds=timeout,
+        binding,
+        listed=approval.approvers,
+        initiator=run.initiator,
+        description=_description(run, env, approval, proposal),
+        timeout_seconds=run.timeout,
         poll_interval=rt.settings.poll_interval,
+        verify=_evidence(run, approval, proposal),
     )
-    _record_decision(report, decision)
+    run.report.environment(env.name).decisions.append(decision)
     if not decision.approved:
-        report.finish(
-            "rejected",
-            f"QA ({decision.approver}) rejected {version}: {decision.comment or 'no reason given'}",
+        reason = (
+            f"{approval.gate} ({decision.approver}) rejected {run.release} in {env.name}: "
+            f"{decision.comment or 'no reason given'}"
         )
-        raise PromotionStopped(report.reason)
+        gh = rt.github()
+        key = f"rejected-{approval.gate}-{run.release}"
+        gh_tasks.comment(gh, proposal.pr.number, f"Promotion rejected. {reason}", key=key)
+        if not proposal.pr.merged:
+            gh_tasks.close(gh, proposal.pr.number)
+        run.report.finish("rejected", reason)
+        raise PromotionStopped(reason)
     return decision
 
 
-def _github_review_check(rt: Runtime, pr_number: int) -> Verifier:
-    """The PM's approval must also be an approving review of the PR on GitHub, by the same PM."""
+def _description(run: Promotion, env: Environment, approval: Approval, proposal: Proposal) -> str:
+    rt = run.rt
+    argo = (rt.settings.argocd_ui_url or rt.settings.argocd_url).rstrip("/")
+    links = (
+        f"- Pull request: {proposal.pr.url}\n"
+        f"- Argo CD application: [{env.argocd_app}]({argo}/applications/{env.argocd_app})"
+    )
+    record = run.report.environment(env.name)
+    if approval.when is When.BEFORE_MERGE:
+        head = (
+            f"## {approval.gate.upper()} approval: merge {run.release} into {env.name}\n\n"
+            f"Merging PR #{proposal.pr.number} deploys {run.release} to **{env.name}**. "
+            f"Checks: {proposal.describe_checks()}."
+        )
+    else:
+        d = record.deployed
+        head = (
+            f"## {approval.gate.upper()} approval: {run.release} in {env.name}\n\n"
+            f"{run.release} runs in **{env.name}**"
+            + (f" (Argo CD: Synced, {d.health}, revision `{d.revision[:12]}`)" if d else "")
+            + "."
+        )
+        order = [e.name for e in rt.config.environments]
+        if env.name != order[-1]:
+            following = rt.config.environment(order[order.index(env.name) + 1])
+            head += (
+                f"\n\nApproving lets {run.release} go on to **{following.name}**, which runs:\n\n"
+                + changes_markdown(rt, following, run.release)
+            )
+    evidence = {
+        Evidence.NONE: "",
+        Evidence.REVIEW: (
+            f"\n\nThis gate also needs your approving review of PR #{proposal.pr.number} on "
+            f"GitHub at head `{proposal.pr.head_sha[:12]}`."
+        ),
+        Evidence.COMMENT: (
+            f"\n\nThis gate also needs your comment `/approve {run.release}` on PR "
+            f"#{proposal.pr.number} on GitHub."
+        ),
+    }[approval.github_evidence]
+    diff = proposal.diff if len(proposal.diff) < 20000 else proposal.diff[:20000] + "\n(cut)\n"
+    return (
+        f"{head}{evidence}\n\n{links}\n\nThe PR's own diff, as GitHub shows it:\n\n"
+        f"```diff\n{diff}```"
+    )
 
-    def verify(answer: ApprovalForm) -> tuple[str | None, str | None]:
-        review = gh_tasks.find_approving_review(rt.github(), pr_number, [answer.approver])
-        if review is None:
+
+def _evidence(run: Promotion, approval: Approval, proposal: Proposal) -> Verifier | None:
+    """The GitHub act the setup requires beside the form, checked for the approver."""
+    gh = run.rt.github()
+    number, head = proposal.pr.number, proposal.pr.head_sha
+    if approval.github_evidence is Evidence.REVIEW:
+
+        def review(answer: ApprovalForm) -> tuple[str | None, str | None]:
+            found = gh_tasks.approving_review(gh, number, [answer.approver], head)
+            if found is None:
+                return (
+                    f"{answer.approver} has not approved PR #{number} on GitHub at head "
+                    f"{head[:12]} (this gate needs an approving review by the same person)",
+                    None,
+                )
+            return None, f"GitHub review by {found.login} at {head[:12]}"
+
+        return review
+    if approval.github_evidence is Evidence.COMMENT:
+        wanted = f"/approve {run.release}"
+
+        def comment(answer: ApprovalForm) -> tuple[str | None, str | None]:
+            for c in gh_tasks.issue_comments(gh, number):
+                first = (c.body.strip().splitlines() or [""])[0].strip()
+                if c.login.lower() == answer.approver.lower() and first == wanted:
+                    return None, f"GitHub comment by {c.login}: {c.url}"
             return (
-                f"{answer.approver} has not approved PR #{pr_number} on GitHub (the PM gate "
-                "needs an approving review on the PR's current head by the same person)",
+                f"{answer.approver} has not commented `{wanted}` on PR #{number} on GitHub",
                 None,
             )
-        return None, f"{review.login} approved PR #{pr_number} on GitHub"
 
-    return verify
-
-
-def _promote_gated(
-    rt: Runtime,
-    env: Environment,
-    version: str,
-    initiator: str,
-    timeout: int,
-    auto_rollback: str,
-    report: RunReport,
-) -> None:
-    gh = rt.github()
-    proposal = run_environment(rt, env, version, merge=False)
-    _record(report, proposal, env.argocd_app)
-    if proposal.merged:  # a re-run after the merge: nothing left to approve
-        return
-    diff = _prod_diff(rt, env, version)
-    create_markdown_artifact(
-        markdown=f"# {env.name} overlay change for {version}\n\n```diff\n{diff}```\n",
-        key=f"{env.name}-overlay-diff",
-        description=f"Diff of the {env.name} overlay proposed in PR #{proposal.pr_number}",
-    )
-    description = (
-        f"## PM approval: {version} to {env.name}\n\n"
-        f"QA approved {version}. Merging PR #{proposal.pr_number} deploys it to **{env.name}**. "
-        f"Checks: {proposal.checks}.\n\n{_links(rt, env, proposal.pr_url)}\n\n```diff\n{diff}```"
-    )
-    verify = None
-    if rt.config.approvers.pm_requires_github_review and proposal.pr_number is not None:
-        verify = _github_review_check(rt, proposal.pr_number)
-    decision = request_approval(
-        "pm",
-        verify=verify,
-        listed=rt.config.approvers.pm,
-        initiator=initiator,
-        description=description,
-        timeout_seconds=timeout,
-        poll_interval=rt.settings.poll_interval,
-    )
-    _record_decision(report, decision, decision.evidence)
-    if not decision.approved:
-        reason = (
-            f"PM ({decision.approver}) rejected {version}: {decision.comment or 'no reason given'}"
-        )
-        assert proposal.pr_number is not None
-        gh_tasks.comment(gh, proposal.pr_number, f"Promotion rejected at the PM gate. {reason}")
-        gh_tasks.close(gh, proposal.pr_number)
-        report.finish("rejected", reason)
-        raise PromotionStopped(reason)
-    outcome = EnvironmentOutcome(env.name, version, checks=proposal.checks)
-    with concurrency(PROD_LOCK, occupy=1, strict=True, timeout_seconds=3600):
-        try:
-            run_environment(
-                rt,
-                env,
-                version,
-                merge=True,
-                approved_by=decision.approver,
-                outcome=outcome,
-                checked_pr=proposal.pr,
-            )
-        except DeploymentDegraded as exc:
-            _record(report, outcome, env.argocd_app)
-            report.environment(env.name).health = "Degraded"
-            if auto_rollback == "off":
-                report.finish("failed", f"{env.name} is Degraded after the merge: {exc}")
-                raise
-            report.notes.append(f"{env.name} turned Degraded after the merge: {exc}")
-            rolled = run_rollback(rt, env, auto_rollback, to="previous")
-            report.rollbacks.append(
-                RollbackReport(
-                    env.name,
-                    auto_rollback,
-                    rolled.from_revision,
-                    rolled.to_revision,
-                    rolled.seconds,
-                    rolled.detail,
-                )
-            )
-            report.finish(
-                "rolled back",
-                f"{env.name} was Degraded after the merge and was rolled back by "
-                f"{auto_rollback}: {exc}",
-            )
-            raise PromotionStopped(report.reason) from exc
-    if outcome.head_sha != proposal.head_sha:
-        outcome.notes.append(
-            f"PR #{outcome.pr_number} was rebuilt on the current {rt.config.github.base_branch} "
-            f"after the approval (approved head {str(proposal.head_sha)[:12]}, merged head "
-            f"{str(outcome.head_sha)[:12]}, same new tags); its checks ran again"
-        )
-    _record(report, outcome, env.argocd_app)
+        return comment
+    return None

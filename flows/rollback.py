@@ -8,8 +8,11 @@ from typing import Literal
 
 from prefect import flow, get_run_logger
 
+from flows.environment import environment_lock_held, environment_versions
+from flows.holds import hold
 from flows.runtime import Runtime, load_runtime, publish_report, run_started
 from promotion.config import Environment
+from promotion.names import RESUME_AUTOSYNC_FLOW, ROLLBACK_FLOW
 from promotion.report import RollbackReport, RunReport
 from tasks import argocd as argo_tasks
 from tasks import github as gh_tasks
@@ -30,11 +33,15 @@ def run_rollback(
     env: Environment,
     method: str,
     to: str = "previous",
-    *,
-    deploy_timeout: float = 600.0,
 ) -> RollbackOutcome:
-    """Roll ``env`` back by ``method`` (``argocd`` or ``revert``) and confirm it is Healthy."""
+    """Roll ``env`` back by ``method`` (``argocd`` or ``revert``) and confirm it is Healthy.
+
+    The caller holds the environment's lock. ``to`` is ``previous`` (for ``revert``: the
+    promotion PR merged last, by ``merged_at``) or a history id (``argocd``) / PR number
+    (``revert``); a revert undoes exactly that PR's tag changes.
+    """
     logger = get_run_logger()
+    deploy_timeout = rt.settings.deploy_timeout
     started = time.monotonic()
     argo = rt.argocd()
     if method == "argocd":
@@ -88,7 +95,8 @@ def run_rollback(
             ).sha
         else:
             merge_sha = pr.merge_commit_sha
-        assert merge_sha is not None
+        if merge_sha is None:
+            raise RuntimeError(f"revert PR #{pr.number} is merged but GitHub gives no merge sha")
         deployed = argo_tasks.confirm_deployed(
             argo,
             env.argocd_app,
@@ -108,7 +116,7 @@ def run_rollback(
     raise ValueError(f"unknown rollback method {method!r}: use 'argocd' or 'revert'")
 
 
-@flow(name="rollback-release", log_prints=True, persist_result=True)
+@flow(name=ROLLBACK_FLOW, log_prints=True, persist_result=True)
 def rollback_release(
     env: str,
     method: Literal["argocd", "revert"] = "revert",
@@ -129,7 +137,13 @@ def rollback_release(
     report = RunReport(title=f"Rollback of {env} by {method}", started=run_started())
     try:
         rt = load_runtime(config_file)
-        outcome = run_rollback(rt, rt.config.environment(env), method, to)
+        environment = rt.config.environment(env)
+        with environment_lock_held(environment):  # never in the middle of a promotion's merge
+            running = environment_versions(rt, environment)
+            outcome = run_rollback(rt, environment, method, to)
+        for version in sorted(running):
+            hold(version, env, f"rolled back by {method} ({outcome.detail})")
+            report.notes.append(f"{version} is on hold: promoting it again needs allow_held")
         report.rollbacks.append(
             RollbackReport(
                 env,
@@ -154,3 +168,22 @@ def rollback_release(
         raise
     finally:
         publish_report(report, "rollback-summary")
+
+
+@flow(name=RESUME_AUTOSYNC_FLOW, log_prints=True, persist_result=True)
+def resume_autosync(env: str, config_file: str | None = None) -> dict[str, object]:
+    """Turn Argo CD auto-sync back on for an environment after an Argo CD rollback.
+
+    Do this once Git holds what should run there (for instance after a revert): from then on
+    Argo CD syncs the branch head again, and promotions into the environment may merge.
+
+    Args:
+        env: the environment, as named in promotion.yaml (for example `prod`).
+        config_file: a promotion setup to use instead of the project's promotion.yaml.
+    """
+    rt = load_runtime(config_file)
+    environment = rt.config.environment(env)
+    with environment_lock_held(environment):
+        on = argo_tasks.resume_autosync(rt.argocd(), environment.argocd_app)
+    get_run_logger().info("auto-sync of %s is %s", environment.argocd_app, "on" if on else "OFF")
+    return {"env": env, "app": environment.argocd_app, "autosync": on}

@@ -42,11 +42,19 @@ Name = Annotated[str, StringConstraints(pattern=r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?
 Login = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9]([A-Za-z0-9-]{0,38})$")]
 
 
-class Gate(StrEnum):
-    """How a promotion PR into an environment gets merged."""
+class When(StrEnum):
+    """When an approval is asked for in an environment."""
 
-    AUTO = "auto"  # merged as soon as the required checks pass
-    PM_APPROVAL = "pm_approval"  # merged after the project manager approves
+    BEFORE_MERGE = "before_merge"  # the approver approves the PR (its diff, at its head)
+    AFTER_DEPLOY = "after_deploy"  # the approver approves what runs there once Argo CD runs it
+
+
+class Evidence(StrEnum):
+    """What GitHub must also show for an approval (Prefect OSS knows no user identity)."""
+
+    NONE = "none"  # the Prefect form only
+    REVIEW = "review"  # an approving review of the PR, at the approved head, by the approver
+    COMMENT = "comment"  # a comment "/approve <version>" on the PR by the approver
 
 
 class _Strict(BaseModel):
@@ -80,11 +88,30 @@ class Registry(_Strict):
         return self.prefix.split("/", 1)[1]
 
 
+class Approval(_Strict):
+    """One approval an environment needs: which gate, when, by whom, with which evidence."""
+
+    gate: Name
+    when: When
+    approvers: tuple[Login, ...] = Field(min_length=1)
+    github_evidence: Evidence = Evidence.NONE
+
+    @model_validator(mode="after")
+    def _evidence_fits(self) -> Approval:
+        if self.when is When.AFTER_DEPLOY and self.github_evidence is Evidence.REVIEW:
+            raise ValueError(
+                f"gate {self.gate}: github_evidence 'review' needs an open PR, but an "
+                "after_deploy approval comes after the merge (GitHub refuses reviews on a merged "
+                "PR); use 'comment' (a '/approve <version>' comment on the merged PR)"
+            )
+        return self
+
+
 class Environment(_Strict):
     name: Name
     overlay: str
     argocd_app: Name
-    gate: Gate
+    approvals: tuple[Approval, ...] = ()
 
     @field_validator("overlay")
     @classmethod
@@ -99,11 +126,56 @@ class Environment(_Strict):
     def overlay_dir(self) -> str:
         return self.overlay.rsplit("/", 1)[0]
 
+    def approvals_at(self, when: When) -> tuple[Approval, ...]:
+        return tuple(a for a in self.approvals if a.when is when)
 
-class Approvers(_Strict):
-    qa: tuple[Login, ...] = Field(min_length=1)
-    pm: tuple[Login, ...] = Field(min_length=1)
-    pm_requires_github_review: bool = False
+    @property
+    def merged_automatically(self) -> bool:
+        """No approval is needed before the merge: it merges once the checks pass."""
+        return not self.approvals_at(When.BEFORE_MERGE)
+
+
+def _legacy_setup(data: dict[str, Any]) -> dict[str, Any]:
+    """Read the first file format (``gate: auto | pm_approval`` and top-level ``approvers``).
+
+    Its meaning: QA approves what runs in the first automatically merged environment, the PM
+    approves the PR of every ``pm_approval`` environment before its merge.
+    """
+    approvers = data.get("approvers")
+    envs = data.get("environments")
+    if not isinstance(approvers, dict) or not isinstance(envs, list):
+        return data
+    review = bool(approvers.get("pm_requires_github_review", False))
+    converted: list[Any] = []
+    qa_placed = False
+    for env in envs:
+        if not isinstance(env, dict) or "gate" not in env:
+            converted.append(env)
+            continue
+        env = dict(env)
+        gate = env.pop("gate")
+        approvals: list[dict[str, Any]] = []
+        if gate == "auto" and not qa_placed:
+            approvals.append(
+                {"gate": "qa", "when": "after_deploy", "approvers": approvers.get("qa")}
+            )
+            qa_placed = True
+        elif gate == "pm_approval":
+            approvals.append(
+                {
+                    "gate": "pm",
+                    "when": "before_merge",
+                    "approvers": approvers.get("pm"),
+                    "github_evidence": "review" if review else "none",
+                }
+            )
+        elif gate != "auto":
+            env["gate"] = gate  # refused below, with its location
+        env["approvals"] = approvals
+        converted.append(env)
+    out = {k: v for k, v in data.items() if k != "approvers"}
+    out["environments"] = converted
+    return out
 
 
 class PromotionConfig(_Strict):
@@ -113,7 +185,11 @@ class PromotionConfig(_Strict):
     registry: Registry
     services: tuple[Name, ...] = Field(min_length=1)
     environments: tuple[Environment, ...] = Field(min_length=1)
-    approvers: Approvers
+
+    @model_validator(mode="before")
+    @classmethod
+    def _first_format(cls, data: Any) -> Any:
+        return _legacy_setup(data) if isinstance(data, dict) and "approvers" in data else data
 
     @model_validator(mode="after")
     def _unique(self) -> PromotionConfig:
@@ -121,6 +197,22 @@ class PromotionConfig(_Strict):
         if problems:
             raise ValueError("; ".join(f"{where}: {what}" for where, what in problems))
         return self
+
+    def approvals(self) -> tuple[tuple[Environment, Approval], ...]:
+        """Every approval of the setup, in the order a promotion meets them."""
+        return tuple((env, a) for env in self.environments for a in env.approvals)
+
+    def gate(self, name: str) -> Approval:
+        """The approval named ``name`` (``qa``, ``pm``)."""
+        for _, approval in self.approvals():
+            if approval.gate == name:
+                return approval
+        known = ", ".join(a.gate for _, a in self.approvals()) or "(none)"
+        raise ConfigError(f"unknown gate {name!r}; configured: {known}")
+
+    def approvers(self) -> frozenset[str]:
+        """Every login that approves some gate (lowercase)."""
+        return frozenset(login.lower() for _, a in self.approvals() for login in a.approvers)
 
     @property
     def order(self) -> EnvironmentOrder:
@@ -157,6 +249,15 @@ def duplicate_problems(data: Any) -> list[tuple[str, str]]:
         for key in ("name", "argocd_app", "overlay"):
             values = [e.get(key) for e in envs if isinstance(e, dict) and e.get(key) is not None]
             columns.append((f"environments[].{key}", values))
+    if isinstance(envs, list | tuple):
+        gates = [
+            a.get("gate")
+            for e in envs
+            if isinstance(e, dict) and isinstance(e.get("approvals"), list | tuple)
+            for a in e["approvals"]
+            if isinstance(a, dict) and a.get("gate") is not None
+        ]
+        columns.append(("environments[].approvals[].gate", gates))
     for where, values in columns:
         hashable = [v for v in values if isinstance(v, str | int)]
         twice = sorted({str(v) for v in hashable if hashable.count(v) > 1})
@@ -229,6 +330,11 @@ class Settings(BaseSettings):
     argocd_ui_url: str | None = None
     github_ui_url: str | None = None
     poll_interval: float = Field(default=2.0, gt=0, le=60)  # seconds between status polls
+    # Longer than a Deployment's default progress deadline (600 s), so that a bad image turns
+    # Degraded (and can be rolled back) before we give up waiting.
+    deploy_timeout: float = Field(default=900.0, gt=0)
+    checks_timeout: float = Field(default=900.0, gt=0)
+    rollback_when_stuck_progressing: bool = False  # auto_rollback also for "still Progressing"
 
     SECRET_BLOCKS: ClassVar[dict[str, str]] = {
         "github_token": "release-promotion-github-token",

@@ -36,6 +36,79 @@ def validate_version(value: str) -> str:
 ReleaseVersion = Annotated[str, AfterValidator(validate_version)]
 """A release version for pydantic models and flow parameters (validated as an OCI tag)."""
 
+SEMVER = re.compile(
+    r"v?(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)"
+    r"(?:-([0-9A-Za-z-]+(?:\.[0-9A-Za-z-]+)*))?(?:\+[0-9A-Za-z.-]+)?"
+)
+
+
+class DowngradeRefused(ValueError):
+    """A promotion would move an environment to an older (or unordered) release."""
+
+
+@dataclass(frozen=True)
+class Release:
+    """A release version, validated once where it enters: an OCI tag, ordered when semver.
+
+    ``v1.2.3`` and ``1.2.3-rc.1`` are ordered by semantic-version precedence (build metadata
+    ignored); any other tag has no order, so moving to or from it needs ``allow_downgrade``.
+    """
+
+    tag: str
+
+    def __post_init__(self) -> None:
+        validate_version(self.tag)
+
+    def __str__(self) -> str:
+        return self.tag
+
+    @property
+    def semver(self) -> tuple[int, int, int, tuple[tuple[int, int | str], ...] | None] | None:
+        match = SEMVER.fullmatch(self.tag)
+        if match is None:
+            return None
+        major, minor, patch, pre = match.groups()
+        prerelease = (
+            tuple((0, int(p)) if p.isdigit() else (1, p) for p in pre.split(".")) if pre else None
+        )
+        return int(major), int(minor), int(patch), prerelease
+
+    def _key(self) -> tuple[object, ...]:
+        version = self.semver
+        if version is None:
+            raise TypeError(f"{self.tag} is not a semantic version")
+        major, minor, patch, pre = version
+        # A pre-release sorts before its release: (0, pre) < (1,).
+        return (major, minor, patch, (0, pre) if pre is not None else (1,))
+
+    def newer_than(self, other: Release) -> bool | None:
+        """Whether this release is newer than ``other``; None when either has no order."""
+        if self.semver is None or other.semver is None:
+            return None
+        return self._key() > other._key()
+
+    def check_forward(self, running: Sequence[str], env: str, *, allow_downgrade: bool) -> None:
+        """Refuse to move ``env`` from the tags it ``running`` to this release unless forward."""
+        if allow_downgrade:
+            return
+        for tag in sorted(set(running)):
+            if tag == self.tag:
+                continue
+            current = Release(tag) if OCI_TAG.fullmatch(tag) else None
+            newer = self.newer_than(current) if current is not None else None
+            if newer is None:
+                raise DowngradeRefused(
+                    f"{env} runs {tag}, and {tag} and {self.tag} are not both semantic versions, "
+                    f"so it cannot be told whether {self.tag} is newer; start the run with "
+                    "allow_downgrade on if this move is intended"
+                )
+            if not newer:
+                raise DowngradeRefused(
+                    f"{env} runs {tag}, which is newer than {self.tag}: releases only move "
+                    "forward; start the run with allow_downgrade on to go back on purpose "
+                    "(or roll back with rollback-release)"
+                )
+
 
 class EnvironmentOrderError(ValueError):
     """A promotion asked for an environment out of the configured order."""

@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from promotion.records import Decision, EnvironmentRecord, ReleaseCheck
+
 
 def now() -> datetime:
     return datetime.now(UTC)
@@ -20,31 +22,6 @@ def _when(at: datetime | None) -> str:
 
 def _seconds(value: float | None) -> str:
     return f"{value:.1f} s" if value is not None else "-"
-
-
-@dataclass
-class EnvironmentReport:
-    env: str
-    pr_number: int | None = None
-    pr_url: str | None = None
-    checks: str = "-"
-    merge_sha: str | None = None
-    argocd_app: str | None = None
-    sync: str = "-"
-    health: str = "-"
-    history_id: int | None = None
-    seconds: float | None = None
-    note: str = ""
-
-
-@dataclass
-class ApprovalReport:
-    gate: str
-    approved: bool
-    approver: str
-    comment: str
-    at: datetime = field(default_factory=now)
-    github_review: str | None = None
 
 
 @dataclass
@@ -69,18 +46,22 @@ class RunReport:
     outcome: str = "running"
     reason: str = ""
     changes_markdown: str = ""
-    environments: list[EnvironmentReport] = field(default_factory=list)
-    approvals: list[ApprovalReport] = field(default_factory=list)
+    release: ReleaseCheck | None = None
+    environments: list[EnvironmentRecord] = field(default_factory=list)
     rollbacks: list[RollbackReport] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
-    def environment(self, env: str) -> EnvironmentReport:
-        for report in self.environments:
-            if report.env == env:
-                return report
-        report = EnvironmentReport(env)
-        self.environments.append(report)
-        return report
+    def environment(self, env: str, argocd_app: str = "") -> EnvironmentRecord:
+        for record in self.environments:
+            if record.env == env:
+                return record
+        record = EnvironmentRecord(env, argocd_app)
+        self.environments.append(record)
+        return record
+
+    @property
+    def approvals(self) -> list[Decision]:
+        return [d for e in self.environments for d in e.decisions]
 
     def finish(self, outcome: str, reason: str = "") -> None:
         self.outcome = outcome
@@ -98,34 +79,54 @@ class RunReport:
         lines.append(f"**Finished:** {_when(self.finished)}")
         if self.changes_markdown:
             lines += ["", "## Image changes", "", self.changes_markdown]
+        if self.release is not None:
+            lines += ["", "## Release images", "", "| service | manifest digest |", "|---|---|"]
+            lines += [f"| {svc} | `{d}` |" for svc, d in sorted(self.release.digests.items())]
         if self.environments:
             lines += [
                 "",
                 "## Environments",
                 "",
-                "| environment | pull request | checks | merge sha | Argo CD sync | health | history id | duration | note |",
+                "| environment | pull request | checks | merge sha | Argo CD | health | history id | duration | note |",
                 "|---|---|---|---|---|---|---|---|---|",
             ]
             for e in self.environments:
-                pr = f"[#{e.pr_number}]({e.pr_url})" if e.pr_number else "-"
-                sha = f"`{e.merge_sha[:12]}`" if e.merge_sha else "-"
+                p, m, d = e.proposal, e.merge, e.deployed
+                pr = f"[#{p.pr.number}]({p.pr.url})" if p else "-"
+                sha = f"`{m.sha[:12]}`" if m else "-"
+                notes = list(e.notes)
+                if m is not None and m.earlier:
+                    notes.append("merged by an earlier execution of this run; confirmed again")
+                seconds = None
+                if not (m is not None and m.earlier):
+                    parts = [x for x in (p.seconds if p else None, m.seconds if m else None) if x]
+                    seconds = sum(parts) + (d.seconds if d else 0.0) if parts or d else None
                 lines.append(
-                    f"| {e.env} | {pr} | {e.checks} | {sha} | {e.sync} | {e.health} | "
-                    f"{e.history_id if e.history_id is not None else '-'} | {_seconds(e.seconds)} | {e.note} |"
+                    f"| {e.env} | {pr} | {p.describe_checks() if p else '-'} | {sha} | "
+                    f"{e.argocd_app}: {'Synced at `' + d.revision[:12] + '`' if d else '-'} | "
+                    f"{d.health if d else (e.health or '-')} | "
+                    f"{d.history_id if d and d.history_id is not None else '-'} | "
+                    f"{_seconds(seconds)} | {'; '.join(notes)} |"
                 )
         if self.approvals:
             lines += [
                 "",
                 "## Approvals",
                 "",
-                "| gate | decision | by | when | comment | GitHub review |",
-                "|---|---|---|---|---|---|",
+                "| gate | decision | by | when | approved | identity | comment |",
+                "|---|---|---|---|---|---|---|",
             ]
             for a in self.approvals:
                 decision = "approved" if a.approved else "rejected"
                 comment = a.comment.replace("|", "\\|").replace("\n", " ") or "-"
+                b = a.binding
+                what = (
+                    f"{b.version} in {b.environment}, PR #{b.pr_number} at `{b.head_sha[:12]}`, "
+                    f"diff `{b.diff_digest[:12]}`"
+                )
                 lines.append(
-                    f"| {a.gate} | {decision} | {a.approver} | {_when(a.at)} | {comment} | {a.github_review or '-'} |"
+                    f"| {a.gate} | {decision} | {a.approver} | {_when(a.at)} | {what} | "
+                    f"{a.identity} | {comment} |"
                 )
         if self.rollbacks:
             lines += [

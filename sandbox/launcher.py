@@ -215,7 +215,7 @@ def start_sandbox(
     bot_token = "ghp_bot_" + secrets.token_hex(16)
     reviewer_tokens = {
         login: "ghp_" + login.replace("-", "_") + "_" + secrets.token_hex(8)
-        for login in dict.fromkeys([*config.approvers.qa, *config.approvers.pm])
+        for login in dict.fromkeys(login for _, a in config.approvals() for login in a.approvers)
     }
     tokens = {bot_token: BOT_LOGIN, **{tok: login for login, tok in reviewer_tokens.items()}}
     argocd_token = "argocd_" + secrets.token_hex(16)
