@@ -183,7 +183,6 @@ def merge(
 
 def confirm(rt: Runtime, env: Environment, release: Release, merged: MergeRecord) -> Deployed:
     """Wait until Argo CD runs our merge (or a later commit containing it) with our images."""
-    expected = {image: str(release) for image in rt.config.images().values()}
     return argo_tasks.confirm_deployed(
         rt.argocd(),
         env.argocd_app,
@@ -191,7 +190,6 @@ def confirm(rt: Runtime, env: Environment, release: Release, merged: MergeRecord
         timeout=rt.settings.deploy_timeout,
         poll_interval=rt.settings.poll_interval,
         repository=rt.github(),
-        expected_images=expected,
     )
 
 

@@ -347,7 +347,7 @@ def _evidence(run: Promotion, approval: Approval, proposal: Proposal) -> Verifie
     if approval.github_evidence is Evidence.REVIEW:
 
         def review(answer: ApprovalForm) -> tuple[str | None, str | None]:
-            found = gh_tasks.approving_review(gh, number, [answer.approver], head)
+            found = gh_tasks.find_approving_review(gh, number, [answer.approver], head)
             if found is None:
                 return (
                     f"{answer.approver} has not approved PR #{number} on GitHub at head "

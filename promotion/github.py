@@ -14,6 +14,7 @@ masks it in its debug log and every error message built here is redacted.
 from __future__ import annotations
 
 import email.utils
+import hashlib
 import json
 import math
 import time
@@ -356,6 +357,25 @@ class MergeResult(_Frozen):
     sha: str
     method: str
     already_merged: bool = False
+
+
+class PullChange(_Frozen):
+    """A pull request's own diff, as GitHub lists its files, and the sha256 of that text."""
+
+    number: int
+    head_sha: str
+    diff: str
+    digest: str
+
+
+class IssueComment(_Frozen):
+    """A comment on a pull request, with the GitHub login that wrote it."""
+
+    id: int
+    login: str
+    body: str
+    url: str
+    created_at: str | None = None
 
 
 class CommentInfo(_Frozen):
@@ -1086,11 +1106,53 @@ class GitHubClient:
         return list(data or [])
 
     def find_approving_review(
-        self, pr_number: int, allowed_logins: Sequence[str]
+        self, pr_number: int, allowed_logins: Sequence[str], head_sha: str | None = None
     ) -> ReviewInfo | None:
-        """The latest approving review by an allowed login on the current head, if any."""
-        head = self._pull(pr_number).head.sha
-        return self._approving(self._reviews(pr_number), head, allowed_logins)
+        """The latest approving review by an allowed login at ``head_sha``, if any.
+
+        Without ``head_sha``, at the pull request's current head. With it, a review of another
+        head never counts, and neither does the approved head once the PR moved on from it.
+        """
+        current = self._pull(pr_number).head.sha
+        if head_sha is not None and head_sha != current:
+            return None
+        return self._approving(self._reviews(pr_number), current, allowed_logins)
+
+    def pr_change(self, pr_number: int) -> PullChange:
+        """The pull request's own diff (``GET .../pulls/{n}/files``), read from GitHub.
+
+        This is what the PR merges, as GitHub shows it, not a diff recomputed from the base.
+        """
+        pr = self._pull(pr_number)
+        with self._calling("read the pull request's files", pr_number=pr_number):
+            parts = []
+            for f in sorted(pr.get_files(), key=lambda f: f.filename):
+                old = f.previous_filename or f.filename
+                parts.append(
+                    f"diff --git a/{old} b/{f.filename}\n--- a/{old}\n+++ b/{f.filename}\n"
+                    f"{(f.patch or '(no textual diff)').rstrip()}\n"
+                )
+        diff = "".join(parts) or "(no change)\n"
+        digest = hashlib.sha256(diff.encode("utf-8")).hexdigest()
+        return PullChange(number=pr_number, head_sha=pr.head.sha, diff=diff, digest=digest)
+
+    def issue_comments(self, pr_number: int) -> list[IssueComment]:
+        """Every comment on the pull request's conversation, oldest first."""
+        data = self._conditional_get(
+            self._repo_path(f"/issues/{pr_number}/comments?per_page=100"),
+            "list comments",
+            pr_number=pr_number,
+        )
+        return [
+            IssueComment(
+                id=int(c["id"]),
+                login=str((c.get("user") or {}).get("login", "")),
+                body=str(c.get("body") or ""),
+                url=str(c.get("html_url") or ""),
+                created_at=c.get("created_at"),
+            )
+            for c in (data or [])
+        ]
 
     def wait_for_approving_review(
         self,
@@ -1199,10 +1261,13 @@ class GitHubClient:
     # ----------------------------------------------------------------- revert
 
     def open_revert_pr(self, merged_pr_number: int) -> PullRequestInfo:
-        """Open (or find) the pull request that reverts a merged one.
+        """Open (or find) the pull request that reverts exactly the tag changes of a merged one.
 
-        One commit on the current base head restores every file the merged PR changed to its
-        content in the merge commit's first parent.
+        For each kustomization the merged PR changed, every ``newTag`` it changed is set back to
+        its value in the merge commit's first parent, on the current base head, and nothing else
+        is touched: a later change to another image, or any other line, stays. An image whose tag
+        moved again since (a later promotion) is left alone and listed in the PR body. A changed
+        file that is not a kustomization is refused (a promotion PR only changes tags).
         """
         original = self._pull(merged_pr_number)
         if not original.merged or not original.merge_commit_sha:
@@ -1213,20 +1278,47 @@ class GitHubClient:
             )
         merge_sha = original.merge_commit_sha
         branch = f"revert/{original.head.ref}"
+        done = self.find_pr(branch, state="closed")
+        if done is not None and done.merged:
+            return done  # reverted by an earlier execution: nothing to do twice
         with self._calling("read the merged changes", pr_number=merged_pr_number):
             files = list(original.get_files())
             parent = self._repo.get_git_commit(merge_sha).parents[0].sha
         restore: dict[str, str | None] = {}
+        reverted: list[str] = []
+        skipped: list[str] = []
         for f in files:
-            paths = [f.filename]
-            if f.status == "renamed" and f.previous_filename:
-                restore[f.filename] = None
-                paths = [f.previous_filename]
-            for path in paths:
-                if f.status == "added":
-                    restore[path] = None
-                else:
-                    restore[path] = self.read_file(path, parent)[0]
+            if f.status != "modified":
+                raise self._fail(
+                    NothingToRevert,
+                    f"cannot revert {f.filename} ({f.status}): a revert only sets image tags "
+                    "back, and this pull request did more than change tags",
+                    pr_number=merged_pr_number,
+                )
+            try:
+                before = read_image_tags(self.read_file(f.filename, parent)[0])
+                after = read_image_tags(self.read_file(f.filename, merge_sha)[0])
+                current_text = self.read_file(f.filename)[0]
+                current = read_image_tags(current_text)
+            except KustomizationError as exc:
+                raise self._fail(
+                    NothingToRevert,
+                    f"cannot revert {f.filename}: not a kustomization with image tags ({exc})",
+                    pr_number=merged_pr_number,
+                ) from exc
+            back: dict[str, str] = {}
+            for image, tag in sorted(after.items()):
+                if before.get(image) in (None, tag):
+                    continue
+                if current.get(image) != tag:
+                    skipped.append(
+                        f"`{image}` in `{f.filename}`: now {current.get(image)}, not {tag}"
+                    )
+                    continue
+                back[image] = before[image]
+                reverted.append(f"`{image}` in `{f.filename}`: {tag} -> {before[image]}")
+            if back:
+                restore[f.filename] = set_image_tags(current_text, back)
         base_sha, base_tree = self._base_head()
         tree_sha = self._tree_with(base_tree, restore, branch)
         if tree_sha == base_tree:
@@ -1237,11 +1329,13 @@ class GitHubClient:
                 branch=branch,
             )
         title = f'Revert "{original.title}"'
-        listed = "\n".join(f"- `{p}`" for p in sorted(restore))
+        listed = "\n".join(f"- {line}" for line in reverted)
+        kept = "".join(f"\n- {line}" for line in skipped)
         body = (
             f"Reverts #{merged_pr_number} ({original.html_url}), merge commit `{merge_sha}`.\n\n"
-            f"Restores these files to their content in `{parent}`:\n{listed}\n\n"
-            f"{marker('revert', str(merged_pr_number), merge_sha)}\n"
+            f"Sets back the image tags it changed:\n{listed}\n\n"
+            + (f"Left alone (changed again since):{kept}\n\n" if skipped else "")
+            + f"{marker('revert', str(merged_pr_number), merge_sha)}\n"
         )
         message = f"{title}\n\nThis reverts merge commit {merge_sha} (#{merged_pr_number})."
         return self._ensure_pr(

@@ -26,8 +26,10 @@ from promotion.github import (
     CommentInfo,
     GitHubClient,
     GitHubError,
+    IssueComment,
     MergeResult,
     NothingToPromote,
+    PullChange,
     PullRequestInfo,
     ReviewInfo,
     is_transient,
@@ -262,7 +264,10 @@ def wait_for_checks(
 
 @task(name="find-approving-review", **_RETRYING)
 def find_approving_review(
-    connection: GitHubTarget, pr_number: int, allowed_logins: Sequence[str]
+    connection: GitHubTarget,
+    pr_number: int,
+    allowed_logins: Sequence[str],
+    head_sha: str | None = None,
 ) -> ReviewInfo | None:
     """Find the latest approving review by an allowed login on the pull request's head.
 
@@ -270,12 +275,14 @@ def find_approving_review(
         connection: The GitOps repository and its credentials.
         pr_number: The pull request.
         allowed_logins: GitHub logins whose approval counts.
+        head_sha: The head that must be approved (and still be the PR's head); default the
+            current head.
 
     Returns:
         The approving review, or None.
     """
     with _client(connection) as client:
-        review = client.find_approving_review(pr_number, allowed_logins)
+        review = client.find_approving_review(pr_number, allowed_logins, head_sha)
     get_run_logger().info(
         "Pull request #%s: %s",
         pr_number,
@@ -362,6 +369,36 @@ def comment(
         info = client.comment(pr_number, text, key=key)
     get_run_logger().info("Commented on #%s: %s", pr_number, info.url)
     return info
+
+
+@task(name="read-pr-change", **_RETRYING)
+def pr_change(connection: GitHubTarget, pr_number: int) -> PullChange:
+    """Read a pull request's own diff from GitHub (its files' patches) and its digest.
+
+    Args:
+        connection: The GitOps repository and its credentials.
+        pr_number: The pull request.
+
+    Returns:
+        The diff text, its sha256 and the head it belongs to.
+    """
+    with _client(connection) as client:
+        return client.pr_change(pr_number)
+
+
+@task(name="list-pr-comments", **_RETRYING)
+def issue_comments(connection: GitHubTarget, pr_number: int) -> list[IssueComment]:
+    """List the comments of a pull request's conversation, oldest first.
+
+    Args:
+        connection: The GitOps repository and its credentials.
+        pr_number: The pull request.
+
+    Returns:
+        The comments, each with its author's login.
+    """
+    with _client(connection) as client:
+        return client.issue_comments(pr_number)
 
 
 @task(name="close-pr", **_RETRYING)
