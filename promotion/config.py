@@ -13,7 +13,7 @@ import os
 from collections.abc import Callable
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any, ClassVar
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import (
     BaseModel,
@@ -135,42 +135,59 @@ class Environment(_Strict):
         return not self.approvals_at(When.BEFORE_MERGE)
 
 
-def _legacy_setup(data: dict[str, Any]) -> dict[str, Any]:
-    """Read the first file format (``gate: auto | pm_approval`` and top-level ``approvers``).
+class _FirstFormatApprovers(_Strict):
+    qa: tuple[Login, ...] = Field(min_length=1)
+    pm: tuple[Login, ...] = Field(min_length=1)
+    pm_requires_github_review: bool = False
 
-    Its meaning: QA approves what runs in the first automatically merged environment, the PM
-    approves the PR of every ``pm_approval`` environment before its merge.
+
+class _FirstFormatGate(BaseModel):
+    model_config = ConfigDict(extra="ignore")  # the other keys are checked by Environment
+    gate: Literal["auto", "pm_approval"]
+
+
+class _FirstFormat(BaseModel):
+    """The parts of the first file format (``gate:`` and top-level ``approvers``) that differ."""
+
+    model_config = ConfigDict(extra="ignore")
+    environments: list[_FirstFormatGate] = Field(min_length=1)
+    approvers: _FirstFormatApprovers
+
+
+def first_format_problems(data: dict[str, Any]) -> list[tuple[str, str]]:
+    """(location, problem) for the first-format parts of ``data``, at their own locations."""
+    try:
+        _FirstFormat.model_validate(data)
+    except ValidationError as exc:
+        return [(_location(err["loc"]), err["msg"]) for err in exc.errors()]
+    return []
+
+
+def from_first_format(data: dict[str, Any]) -> dict[str, Any]:
+    """Convert the first file format (``gate: auto | pm_approval`` and ``approvers``).
+
+    Its meaning, kept: QA approves what runs in the first automatically merged environment; the
+    PM approves the PR of every ``pm_approval`` environment before its merge.
     """
-    approvers = data.get("approvers")
-    envs = data.get("environments")
-    if not isinstance(approvers, dict) or not isinstance(envs, list):
-        return data
+    approvers = data.get("approvers") if isinstance(data.get("approvers"), dict) else {}
+    assert isinstance(approvers, dict)
     review = bool(approvers.get("pm_requires_github_review", False))
     converted: list[Any] = []
     qa_placed = False
-    for env in envs:
-        if not isinstance(env, dict) or "gate" not in env:
+    for env in data.get("environments") or []:
+        if not isinstance(env, dict):
             converted.append(env)
             continue
         env = dict(env)
-        gate = env.pop("gate")
+        gate = env.pop("gate", None)
         approvals: list[dict[str, Any]] = []
         if gate == "auto" and not qa_placed:
-            approvals.append(
-                {"gate": "qa", "when": "after_deploy", "approvers": approvers.get("qa")}
-            )
+            qa = {"gate": "qa", "when": "after_deploy", "approvers": approvers.get("qa") or []}
+            approvals.append(qa)
             qa_placed = True
         elif gate == "pm_approval":
-            approvals.append(
-                {
-                    "gate": "pm",
-                    "when": "before_merge",
-                    "approvers": approvers.get("pm"),
-                    "github_evidence": "review" if review else "none",
-                }
-            )
-        elif gate != "auto":
-            env["gate"] = gate  # refused below, with its location
+            pm = {"gate": "pm", "when": "before_merge", "approvers": approvers.get("pm") or []}
+            approvals.append({**pm, "github_evidence": "review" if review else "none"})
         env["approvals"] = approvals
         converted.append(env)
     out = {k: v for k, v in data.items() if k != "approvers"}
@@ -185,11 +202,6 @@ class PromotionConfig(_Strict):
     registry: Registry
     services: tuple[Name, ...] = Field(min_length=1)
     environments: tuple[Environment, ...] = Field(min_length=1)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _first_format(cls, data: Any) -> Any:
-        return _legacy_setup(data) if isinstance(data, dict) and "approvers" in data else data
 
     @model_validator(mode="after")
     def _unique(self) -> PromotionConfig:
@@ -282,18 +294,29 @@ def parse_config(text: str, source: str = "<string>") -> PromotionConfig:
         raise ConfigError(f"{source}: not valid YAML: {exc}") from exc
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: expected a mapping at the top level")
+    first: list[tuple[str, str]] = []
+    if "approvers" in data:  # the first file format: read it with its own locations
+        first = first_format_problems(data)
+        data = from_first_format(data)
+    errors: list[Any] = []
     try:
-        return PromotionConfig.model_validate(data)
+        config = PromotionConfig.model_validate(data)
     except ValidationError as exc:
-        problems = [
+        errors = list(exc.errors())
+    if first or errors:
+        problems = first + [
             (_location(err["loc"]), err["msg"])
-            for err in exc.errors()
-            if "listed twice" not in err["msg"]  # reported below, with the other problems
+            for err in errors
+            # reported below with the other problems; a converted approval is reported at
+            # its first-format location above
+            if "listed twice" not in err["msg"]
+            and not (first and "approvals" in _location(err["loc"]))
         ]
         problems += duplicate_problems(data)
         lines = [f"{source}: {len(problems)} problem(s):"]
         lines += [f"  - {where}: {what}" for where, what in problems]
         raise ConfigError("\n".join(lines)) from None
+    return config
 
 
 def load_config(path: str | os.PathLike[str] | None = None) -> PromotionConfig:

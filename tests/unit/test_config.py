@@ -11,13 +11,13 @@ from pydantic import SecretStr
 from promotion.config import (
     DEFAULT_CONFIG,
     ConfigError,
-    Gate,
+    Evidence,
     PromotionConfig,
     Settings,
+    When,
     load_config,
     parse_config,
 )
-from promotion.models import EnvironmentOrderError
 
 SERVICES = (
     "cartservice",
@@ -41,18 +41,105 @@ def test_default_setup_describes_the_seed(config: PromotionConfig) -> None:
     assert config.registry.path == "microservices-demo"
     assert config.order.names == ("staging", "prod")
     staging, prod = config.environments
-    assert (staging.overlay, staging.argocd_app, staging.gate) == (
+    assert (staging.overlay, staging.argocd_app) == (
         "kustomize/staging/kustomization.yaml",
         "staging-microservices-demo",
-        Gate.AUTO,
     )
-    assert (prod.overlay, prod.argocd_app, prod.gate) == (
+    assert (prod.overlay, prod.argocd_app) == (
         "kustomize/prod/kustomization.yaml",
         "prod-microservices-demo",
-        Gate.PM_APPROVAL,
     )
     assert prod.overlay_dir == "kustomize/prod"
-    assert config.approvers.qa and config.approvers.pm
+    # staging merges by itself, then QA approves what runs there; the PM approves the prod PR.
+    assert staging.merged_automatically and not prod.merged_automatically
+    (qa,) = staging.approvals_at(When.AFTER_DEPLOY)
+    (pm,) = prod.approvals_at(When.BEFORE_MERGE)
+    assert (qa.gate, qa.approvers, qa.github_evidence) == (
+        "qa",
+        ("qa-alice", "qa-bob"),
+        Evidence.NONE,
+    )
+    assert (pm.gate, pm.approvers) == ("pm", ("pm-carol",))
+    assert not staging.approvals_at(When.BEFORE_MERGE) and not prod.approvals_at(When.AFTER_DEPLOY)
+    assert config.approvers() == {"qa-alice", "qa-bob", "pm-carol"}
+
+
+FIRST_FORMAT = """\
+github: {repository: acme/gitops}
+registry: {prefix: registry.example.com/shop}
+services: [cart]
+environments:
+  - {name: staging, overlay: k/staging/kustomization.yaml, argocd_app: staging-shop, gate: auto}
+  - {name: prod, overlay: k/prod/kustomization.yaml, argocd_app: prod-shop, gate: pm_approval}
+approvers:
+  qa: [qa-alice]
+  pm: [pm-carol]
+  pm_requires_github_review: true
+"""
+
+
+def test_the_first_file_format_keeps_its_meaning() -> None:
+    config = parse_config(FIRST_FORMAT)
+    staging, prod = config.environments
+    assert [(a.gate, a.when, a.approvers) for a in staging.approvals] == [
+        ("qa", When.AFTER_DEPLOY, ("qa-alice",))
+    ]
+    assert [(a.gate, a.when, a.approvers, a.github_evidence) for a in prod.approvals] == [
+        ("pm", When.BEFORE_MERGE, ("pm-carol",), Evidence.REVIEW)
+    ]
+
+
+THREE = """\
+github: {repository: acme/gitops}
+registry: {prefix: registry.example.com/shop}
+services: [cart]
+environments:
+  - {name: dev, overlay: k/dev/kustomization.yaml, argocd_app: dev-shop}
+  - name: staging
+    overlay: k/staging/kustomization.yaml
+    argocd_app: staging-shop
+    approvals: [{gate: qa, when: after_deploy, approvers: [qa-alice], github_evidence: comment}]
+  - name: prod
+    overlay: k/prod/kustomization.yaml
+    argocd_app: prod-shop
+    approvals: [{gate: pm, when: before_merge, approvers: [pm-carol], github_evidence: review}]
+"""
+
+
+def test_gates_sit_where_the_setup_puts_them() -> None:
+    """dev -> staging -> prod: QA approves staging (not dev, the first automatic one)."""
+    config = parse_config(THREE)
+    dev, staging, prod = config.environments
+    assert dev.approvals == () and dev.merged_automatically
+    assert [a.gate for a in staging.approvals_at(When.AFTER_DEPLOY)] == ["qa"]
+    assert staging.merged_automatically
+    assert [a.gate for a in prod.approvals_at(When.BEFORE_MERGE)] == ["pm"]
+    assert config.gate("qa").github_evidence is Evidence.COMMENT
+    with pytest.raises(ConfigError, match="unknown gate 'release'; configured: qa, pm"):
+        config.gate("release")
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        (("when: after_deploy", "when: later"), "environments[1].approvals[0].when"),
+        (("approvers: [qa-alice]", "approvers: []"), "environments[1].approvals[0].approvers"),
+        (("approvers: [qa-alice]", "approvers: [-bad-]"), "environments[1].approvals[0].approvers"),
+        (
+            ("github_evidence: comment", "github_evidence: review"),
+            "GitHub refuses reviews on a merged PR",
+        ),
+        (
+            ("github_evidence: review", "github_evidence: email"),
+            "environments[2].approvals[0].github_evidence",
+        ),
+        (("gate: pm", "gate: qa"), "environments[].approvals[].gate: listed twice: qa"),
+    ],
+)
+def test_a_bad_gate_setup_is_refused_at_load(change: tuple[str, str], expected: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config(THREE.replace(*change))
+    assert expected in str(info.value)
 
 
 def test_load_config_reads_the_default_file() -> None:
@@ -69,12 +156,6 @@ def test_environment_lookup(config: PromotionConfig) -> None:
     assert config.environment("prod").argocd_app == "prod-microservices-demo"
     with pytest.raises(ConfigError, match="unknown environment 'qa'; configured: staging, prod"):
         config.environment("qa")
-
-
-def test_the_order_requires_staging_before_prod(config: PromotionConfig) -> None:
-    config.order.require_after("prod", ["staging"])
-    with pytest.raises(EnvironmentOrderError, match="prod can only be promoted after staging"):
-        config.order.require_after("prod", [])
 
 
 INVALID = """\
@@ -149,14 +230,14 @@ def test_duplicates_are_listed_with_every_other_problem() -> None:
         DEFAULT_CONFIG.read_text()
         .replace("  - frontend\n", "  - frontend\n  - frontend\n")
         .replace("argocd_app: prod-microservices-demo", "argocd_app: staging-microservices-demo")
-        .replace("gate: auto ", "gate: nope ")
+        .replace("when: after_deploy ", "when: nope ")
     )
     with pytest.raises(ConfigError) as info:
         parse_config(text)
     message = str(info.value)
     assert "frontend" in message
     assert "staging-microservices-demo" in message
-    assert "environments[0].gate" in message
+    assert "environments[0].approvals[0].when" in message
 
 
 def test_a_missing_file(tmp_path: Path) -> None:
