@@ -64,6 +64,7 @@ __all__ = [
     "deploy",
     "deployable_names",
     "ensure_concurrency_limit",
+    "ensure_finish_automation",
     "ensure_work_pool",
     "environment_locks",
     "prefect_command",
@@ -420,6 +421,80 @@ def ensure_concurrency_limit(
     return names
 
 
+def ensure_finish_automation(
+    api_url: str | None = None, auth_string: str | None = None
+) -> str | None:
+    """Create (or update in place) the automation that finishes stopped promotions.
+
+    When a promote-release run ends Failed or Crashed, it starts the ``finish-promotion``
+    deployment with the run's id (``promotion.names.FINISH_AUTOMATION``): an approval that
+    expires under a deployment is failed by the server without running flow code, so this is
+    what closes its PR and finishes its summary. Returns the automation id, or None when the
+    finish-promotion deployment does not exist (nothing to run).
+    """
+    from promotion.names import FINISH_AUTOMATION, FINISH_DEPLOYMENT, PROMOTE_FLOW
+
+    url = _default_api_url(api_url)
+    with httpx.Client(timeout=15.0, headers=auth_headers(auth_string)) as http:
+        found = request_with_retry(http, "GET", f"{url}/deployments/name/{FINISH_DEPLOYMENT}")
+        if found.status_code == 404:
+            return None
+        found.raise_for_status()
+        body = {
+            "name": FINISH_AUTOMATION,
+            "description": "Close the PR and finish the summary of a promote-release run that "
+            "ended Failed or Crashed (an expired approval fails the run without its code).",
+            "enabled": True,
+            "trigger": {
+                "type": "event",
+                "match": {"prefect.resource.id": "prefect.flow-run.*"},
+                "match_related": {
+                    "prefect.resource.role": "flow",
+                    "prefect.resource.name": PROMOTE_FLOW,
+                },
+                "after": [],
+                "expect": ["prefect.flow-run.Failed", "prefect.flow-run.Crashed"],
+                "for_each": ["prefect.resource.id"],
+                "posture": "Reactive",
+                "threshold": 1,
+                "within": 0,
+            },
+            "actions": [
+                {
+                    "type": "run-deployment",
+                    "source": "selected",
+                    "deployment_id": found.json()["id"],
+                    "parameters": {"flow_run_id": "{{ event.resource.id }}"},
+                }
+            ],
+        }
+        existing = request_with_retry(
+            http,
+            "POST",
+            f"{url}/automations/filter",
+            json={"automations": {"name": {"any_": [FINISH_AUTOMATION]}}, "limit": 10},
+        )
+        existing.raise_for_status()
+        ids = [a["id"] for a in existing.json() if a.get("name") == FINISH_AUTOMATION]
+        if ids:
+            for extra in ids[1:]:  # a duplicate from a race: one automation only
+                request_with_retry(http, "DELETE", f"{url}/automations/{extra}")
+            updated = request_with_retry(http, "PUT", f"{url}/automations/{ids[0]}", json=body)
+            if updated.status_code >= 400:
+                raise PrefectCommandFailed(
+                    f"cannot update automation {FINISH_AUTOMATION!r}: "
+                    f"HTTP {updated.status_code} {updated.text}"
+                )
+            return str(ids[0])
+        created = request_with_retry(http, "POST", f"{url}/automations/", json=body)
+        if created.status_code >= 400:
+            raise PrefectCommandFailed(
+                f"cannot create automation {FINISH_AUTOMATION!r}: "
+                f"HTTP {created.status_code} {created.text}"
+            )
+        return str(created.json()["id"])
+
+
 def _defines(path: Path, function: str) -> bool:
     import ast
 
@@ -493,6 +568,7 @@ def deploy(
     output = result.stdout + result.stderr
     if result.returncode != 0:
         raise PrefectCommandFailed(f"prefect deploy failed (exit {result.returncode}):\n{output}")
+    ensure_finish_automation(env.get("PREFECT_API_URL"), env.get(AUTH_STRING_ENV))
     return output
 
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from prefect import flow, get_run_logger
+from prefect.artifacts import create_markdown_artifact
 
 from flows.approval import DEFAULT_APPROVAL_TIMEOUT, ApprovalForm, Verifier, request_approval
 from flows.environment import (
@@ -30,9 +31,9 @@ from flows.environment import (
 )
 from flows.holds import hold, read_holds
 from flows.rollback import run_rollback
-from flows.runtime import Runtime, load_runtime, publish_report, run_started
+from flows.runtime import Runtime, load_runtime, publish_report, remember, run_started
 from promotion.argocd import Deployed, DeploymentDegraded, DeploymentTimedOut
-from promotion.config import Approval, ConfigError, Environment, Evidence, Login, When
+from promotion.config import Approval, ConfigError, Environment, Evidence, When, valid_login
 from promotion.models import Release
 from promotion.names import PROMOTE_FLOW
 from promotion.records import Binding, Decision, MergeRecord, Proposal, ReleaseCheck, digest_of
@@ -134,8 +135,11 @@ def start(
     """Validate the run's inputs once: the version, the initiator, holds, the setup."""
     release = Release(version)
     who = initiator.strip()
-    if not _valid_login(who):
-        raise ConfigError(f"initiator {initiator!r} is not a valid GitHub login")
+    if not valid_login(who):
+        raise ConfigError(
+            f"initiator {initiator!r} is not a valid GitHub login (letters, digits and single "
+            "hyphens, at most 39 characters)"
+        )
     rt = load_runtime(config_file)
     if who.lower() in rt.config.approvers():
         gates = [
@@ -167,16 +171,6 @@ def start(
     return Promotion(rt, release, who, parameters, timeout, auto_rollback, allow_downgrade, report)
 
 
-def _valid_login(login: str) -> bool:
-    from pydantic import TypeAdapter, ValidationError
-
-    try:
-        TypeAdapter(Login).validate_python(login)
-    except ValidationError:
-        return False
-    return True
-
-
 def verify_release(run: Promotion) -> ReleaseCheck:
     """Every image of the release is in the registry; record each manifest digest."""
     rt = run.rt
@@ -184,7 +178,15 @@ def verify_release(run: Promotion) -> ReleaseCheck:
         rt.registry(), rt.registry_repositories(), str(run.release)
     )
     checked = ReleaseCheck(str(run.release), digests)
-    run.report.release = checked
+    # What the first execution of this run saw is what QA tested: a resumed run compares.
+    first = ReleaseCheck(str(run.release), remember("release-digests", dict(digests)))
+    run.report.release = first
+    moved = first.moved(digests)
+    if moved:
+        raise PromotionStopped(
+            f"the tag {run.release} moved in the registry since this run checked it (what was "
+            f"tested and approved is not what would deploy): {'; '.join(moved)}"
+        )
     return checked
 
 
@@ -194,6 +196,14 @@ def promote_into(run: Promotion, env: Environment, checked: ReleaseCheck) -> Pro
     for _ in range(MAX_REBUILDS):
         proposal = propose(run.rt, env, run.release, allow_downgrade=run.allow_downgrade)
         record.proposal = proposal
+        if not proposal.merged:
+            create_markdown_artifact(
+                markdown=f"# {env.name}: PR #{proposal.pr.number} for {run.release}\n\n"
+                f"The PR's own diff at head `{proposal.pr.head_sha[:12]}`, as GitHub shows it "
+                f"(sha256 `{proposal.diff_digest[:16]}`):\n\n```diff\n{proposal.diff}```\n",
+                key=f"{env.name}-overlay-diff",
+                description=f"Diff of PR #{proposal.pr.number} into {env.name}",
+            )
         for approval in env.approvals_at(When.BEFORE_MERGE):
             approve(run, env, approval, proposal, checked)  # the PM approves the PR
         try:

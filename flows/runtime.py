@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from prefect import get_run_logger
 from prefect.artifacts import create_markdown_artifact
 from prefect.context import FlowRunContext
+from prefect.exceptions import ObjectAlreadyExists
+from prefect.input.actions import create_flow_run_input
 
 from promotion.config import PromotionConfig, Settings, load_config
 from promotion.report import RunReport, now
@@ -48,6 +52,25 @@ def run_started() -> datetime:
     context = FlowRunContext.get()
     started = context.flow_run.start_time if context and context.flow_run else None
     return started if started is not None else now()
+
+
+def remember(key: str, value: dict[str, Any]) -> dict[str, Any]:
+    """Store ``value`` under ``key`` for this flow run, once; return what was stored first.
+
+    A run resumed after a suspend (or retried) runs its code again from the top: this is how it
+    knows what its first execution saw. Outside a flow run it returns ``value``.
+    """
+    context = FlowRunContext.get()
+    if context is None or context.flow_run is None:
+        return value
+    client: Any = context.client
+    found = client.filter_flow_run_input(context.flow_run.id, key, 1, set())
+    if found:
+        return dict(found[0].decoded_value)
+    with contextlib.suppress(ObjectAlreadyExists):  # a racing execution stored it first
+        create_flow_run_input(key=key, value=value)
+        return value
+    return dict(client.filter_flow_run_input(context.flow_run.id, key, 1, set())[0].decoded_value)
 
 
 def publish_report(report: RunReport, key: str) -> None:

@@ -10,6 +10,7 @@ the flows layer and handed in), and are held as ``SecretStr`` so they never prin
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable
 from enum import StrEnum
 from pathlib import Path
@@ -39,7 +40,16 @@ class ConfigError(ValueError):
 
 
 Name = Annotated[str, StringConstraints(pattern=r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$", max_length=63)]
-Login = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9]([A-Za-z0-9-]{0,38})$")]
+# A GitHub login: letters, digits and single inner hyphens, at most 39 characters.
+Login = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9]+(-[A-Za-z0-9]+)*$", max_length=39)]
+
+
+def valid_login(login: str) -> bool:
+    """Whether ``login`` is a well-formed GitHub login."""
+    return len(login) <= 39 and _LOGIN.fullmatch(login) is not None
+
+
+_LOGIN = re.compile(r"[A-Za-z0-9]+(-[A-Za-z0-9]+)*")
 
 
 class When(StrEnum):

@@ -38,3 +38,13 @@ def pause_key(gate: str, binding: str, attempt: int) -> str:
 def gate_of_pause_key(key: str) -> str:
     """``qa-approval-0123456789ab-0`` -> ``qa``."""
     return key.rsplit("-approval-", 1)[0]
+
+
+FINISH_FLOW = "finish-promotion"
+FINISH_DEPLOYMENT = f"{FINISH_FLOW}/{FINISH_FLOW}"
+FINISH_AUTOMATION = "release-promotion: finish a promotion the server stopped"
+"""The automation that runs ``finish-promotion`` when a promote-release run ends Failed or
+Crashed: an approval that expired under a deployment is failed by the server (its
+pause-expiration service) without running any flow code, so nothing else could close its PR."""
+
+SUMMARY_ARTIFACT = "promotion-summary"

@@ -77,9 +77,13 @@ class TinyImage:
         return _digest(self.manifest)
 
 
-def tiny_image(repository: str, tag: str) -> TinyImage:
-    """A real, minimal OCI image whose one layer holds a file naming ``repository:tag``."""
-    content = f"{repository}:{tag}\n".encode()
+def tiny_image(repository: str, tag: str, build: str = "") -> TinyImage:
+    """A real, minimal OCI image whose one layer holds a file naming ``repository:tag``.
+
+    ``build`` is written beside it: another build of the same tag, so another manifest digest
+    (a tag re-pushed after it was tested).
+    """
+    content = f"{repository}:{tag}\n{build}".encode()
     raw = io.BytesIO()
     with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
         info = tarfile.TarInfo("release.txt")
@@ -188,9 +192,14 @@ class LocalRegistry:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    def push_image(self, repository: str, tag: str, http: httpx.Client | None = None) -> str:
-        """Push a tiny OCI image as ``repository:tag``; return its manifest digest."""
-        image = tiny_image(repository, tag)
+    def push_image(
+        self, repository: str, tag: str, http: httpx.Client | None = None, build: str = ""
+    ) -> str:
+        """Push a tiny OCI image as ``repository:tag``; return its manifest digest.
+
+        Another ``build`` pushes different content under the same tag (the tag moves).
+        """
+        image = tiny_image(repository, tag, build)
         client = http or httpx.Client(timeout=10.0)
         try:
             for blob in (image.config, image.layer):
