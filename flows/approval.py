@@ -21,6 +21,7 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from prefect import get_run_logger
+from prefect.artifacts import create_markdown_artifact
 from prefect.context import FlowRunContext
 from prefect.exceptions import FlowPauseTimeout, ObjectAlreadyExists
 from prefect.flow_runs import pause_flow_run, suspend_flow_run
@@ -192,6 +193,11 @@ def request_approval(
                     )
                 notice = f"**The last answer was refused:** {reason}. The gate waits again.\n\n"
                 logger.warning("Refused %s input: %s; waiting again", gate, reason)
+                create_markdown_artifact(
+                    markdown=f"**{gate} approval refused:** {reason}. The run keeps waiting.",
+                    key=f"{gate}-approval-refused",
+                    description=f"Refused {gate} approval input",
+                )
         key = pause_key(gate, mine, attempt)
         _store_binding(key, binding)
         waiting = form.with_initial_data(

@@ -193,6 +193,30 @@ def confirm(rt: Runtime, env: Environment, release: Release, merged: MergeRecord
     )
 
 
+def close_open_prs(rt: Runtime, version: str, why: str, key: str) -> list[int]:
+    """Close the open promotion PRs of ``version`` with one comment each (idempotent by ``key``).
+
+    A stopped promotion leaves nothing half-done: a PR nobody will merge is closed, saying why.
+    A re-run opens it again. Returns the numbers closed.
+    """
+    gh = rt.github()
+    closed = []
+    for env in rt.config.environments:
+        pr = gh_tasks.find_promotion_pr(gh, env.name, version)
+        if pr is None or pr.merged or pr.state != "open":
+            continue
+        gh_tasks.comment(
+            gh,
+            pr.number,
+            f"Promotion of {version} stopped before this PR merged: {why}\n\n"
+            "The PR is closed; a new promotion opens it again.",
+            key=key,
+        )
+        gh_tasks.close(gh, pr.number)
+        closed.append(pr.number)
+    return closed
+
+
 def changes_markdown(rt: Runtime, env: Environment, release: Release) -> str:
     """The table of what promoting ``release`` to ``env`` changes, from the base branch now."""
     now_running = read_image_tags(gh_tasks.read_file(rt.github(), env.overlay))

@@ -17,9 +17,9 @@ from uuid import UUID
 from prefect import flow, get_client, get_run_logger
 from prefect.client.schemas.actions import ArtifactCreate
 
+from flows.environment import close_open_prs
 from flows.runtime import load_runtime
 from promotion.names import FINISH_FLOW, PROMOTE_FLOW, SUMMARY_ARTIFACT
-from tasks import github as gh_tasks
 
 RUNNING_OUTCOME = "**Outcome:** running"
 
@@ -55,21 +55,7 @@ def finish_promotion(flow_run_id: str) -> dict[str, Any]:
         version = str(params.get("version", ""))
         why = state.message or state.name or "stopped"
         rt = load_runtime(params.get("config_file"))
-        gh = rt.github()
-        closed: list[int] = []
-        for env in rt.config.environments:
-            pr = gh_tasks.find_promotion_pr(gh, env.name, version)
-            if pr is None or pr.merged or pr.state != "open":
-                continue
-            gh_tasks.comment(
-                gh,
-                pr.number,
-                f"Promotion of {version} stopped before this PR merged ({state.name}: {why}). "
-                "The PR is closed; start a new promotion to try again.",
-                key=f"stopped-{run_id}",
-            )
-            gh_tasks.close(gh, pr.number)
-            closed.append(pr.number)
+        closed = close_open_prs(rt, version, f"{state.name}: {why}", key=f"stopped-{run_id}")
         summary = _final_summary(client, run_id, state.name or state.type.value, why, closed)
     logger.info("Finished run %s: closed %s; summary %s", run_id, closed or "nothing", summary)
     return {"run": str(run_id), "closed": closed, "summary": summary}

@@ -24,6 +24,7 @@ from flows.environment import (
     ApprovalVoid,
     PromotionStopped,
     changes_markdown,
+    close_open_prs,
     confirm,
     environment_lock_held,
     merge,
@@ -116,9 +117,24 @@ def promote_release(
         if report.outcome == "running":
             report.finish("failed", str(exc))
         get_run_logger().error("Promotion of %s stopped: %s", version, exc)
+        finish_stopped(report, config_file)
         raise
     finally:
         publish_report(report, "promotion-summary")
+
+
+def finish_stopped(report: RunReport, config_file: str | None) -> None:
+    """Leave nothing half-done: close the run's open promotion PRs, saying why it stopped."""
+    if report.version is None or not report.environments:
+        return  # stopped before any PR was opened
+    try:
+        rt = load_runtime(config_file)
+        key = f"stopped-{report.outcome}-{report.version}"
+        why = f"{report.outcome}: {report.reason}"
+        for number in close_open_prs(rt, report.version, why, key):
+            report.notes.append(f"PR #{number} was closed: the promotion stopped before it merged")
+    except Exception as exc:  # the run's own error is what matters; say what was not done
+        report.notes.append(f"Could not close the open PRs of this run: {exc}")
 
 
 def start(
@@ -149,6 +165,7 @@ def start(
             f"{who} started this release but is a listed approver of {', '.join(gates)}: a "
             "release must be started by someone who does not approve it"
         )
+    report.initiator = who
     held = read_holds().get(str(release))
     if held is not None and not allow_held:
         raise PromotionStopped(
@@ -179,7 +196,9 @@ def verify_release(run: Promotion) -> ReleaseCheck:
     )
     checked = ReleaseCheck(str(run.release), digests)
     # What the first execution of this run saw is what QA tested: a resumed run compares.
-    first = ReleaseCheck(str(run.release), remember("release-digests", dict(digests)))
+    first = ReleaseCheck(
+        str(run.release), remember(f"release-digests-{run.release}", dict(digests))
+    )
     run.report.release = first
     moved = first.moved(digests)
     if moved:

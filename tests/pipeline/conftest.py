@@ -21,10 +21,21 @@ from deployments.runs import RunView, list_runs, read_run, wait_for_run
 from sandbox.launcher import Sandbox, start_sandbox
 
 
+def clear_holds(api_url: str) -> None:
+    """Lift every hold: holds live in a server-wide Variable, and each test has its own world."""
+    import httpx
+
+    from promotion.names import HOLDS_VARIABLE
+
+    response = httpx.delete(f"{api_url}/variables/name/{HOLDS_VARIABLE}", timeout=15)
+    assert response.status_code in {204, 404}, response.text
+
+
 @pytest.fixture
 def sandbox(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, prefect_server: LocalPrefect
 ) -> Iterator[Sandbox]:
+    clear_holds(prefect_server.api_url)
     with start_sandbox(tmp_path / "sandbox", reconcile_interval=180.0, health_delay=0.2) as box:
         for name, value in box.env().items():
             monkeypatch.setenv(name, value)

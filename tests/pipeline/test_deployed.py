@@ -17,6 +17,7 @@ import pytest
 
 from deployments.local import LocalPrefect, Worker, deploy, ensure_work_pool
 from deployments.runs import read_artifact, read_run, resume_run, start_run, wait_for_run
+from pipeline.conftest import clear_holds
 from pipeline.helpers import INITIATOR, PROD, pulls, tags
 from sandbox.launcher import Sandbox, start_sandbox
 from sandbox.seed import git
@@ -25,7 +26,7 @@ from sandbox.seed import git
 @pytest.fixture(scope="module")
 def deployed(prefect_server: LocalPrefect) -> str:
     ensure_work_pool(prefect_server.api_url)
-    deploy(prefect_server.env(), names=["promote-release"])
+    deploy(prefect_server.env(), names=["promote-release", "finish-promotion"])
     return prefect_server.api_url
 
 
@@ -106,3 +107,112 @@ def test_suspended_run_survives_a_killed_worker_without_duplicates(
     assert len(set(prod_branch) - set(main)) == 1, "one commit on the prod branch"
     summary = read_artifact(api, run.id, "promotion-summary")
     assert summary is not None and "pm-carol" in summary and "qa-alice" in summary
+
+
+def _patch_parameters(api: str, run_id: str, parameters: dict[str, object]) -> None:
+    response = httpx.patch(f"{api}/flow_runs/{run_id}", json={"parameters": parameters}, timeout=15)
+    assert response.status_code == 204, response.text
+
+
+def _input(api: str, run_id: str, key: str) -> str:
+    response = httpx.get(f"{api}/flow_runs/{run_id}/input/{key}", timeout=15)
+    assert response.status_code == 200, response.text
+    return response.text
+
+
+@pytest.fixture
+def worker_env(
+    deployed: str, prefect_server: LocalPrefect, tmp_path: Path
+) -> Iterator[tuple[Sandbox, dict[str, str]]]:
+    clear_holds(prefect_server.api_url)
+    with start_sandbox(tmp_path / "sandbox", health_delay=0.2) as box:
+        box.registry.publish(box.config.registry.path, list(box.config.services), "v1.0.2")
+        env = prefect_server.env({**box.env(), "RELEASE_PROMOTION_POLL_INTERVAL": "0.2"})
+        yield box, env
+
+
+def test_changed_parameters_void_the_approvals_of_a_suspended_run(
+    deployed: str, worker_env: tuple[Sandbox, dict[str, str]], tmp_path: Path
+) -> None:
+    """PATCHing a suspended run to another version must not promote it on the old answers."""
+    api, (box, env) = deployed, worker_env
+    with Worker(env, log_path=tmp_path / "worker.log") as worker:
+        run = start_run(api, "promote-release", {"version": "v1.0.1", "initiator": INITIATOR})
+        _resume(api, run.id, "qa", "qa-alice")
+        pm = wait_for_run(
+            api, run.id, until=lambda r: r.paused and "pm" in (r.pause_key or ""), timeout=180
+        )
+        assert pm.paused, worker.log_tail()
+        _patch_parameters(api, run.id, {"version": "v1.0.2", "initiator": INITIATOR})
+        result = resume_run(api, run.id, {"approved": True, "approver": "pm-carol"})
+        assert result.status == "ACCEPT", result
+        # The re-run sees v1.0.2: the QA answer (given for v1.0.1) is void; QA is asked again.
+        again = wait_for_run(
+            api,
+            run.id,
+            until=lambda r: r.finished or (r.paused and (r.pause_key or "").startswith("qa")),
+            timeout=180,
+        )
+        assert again.paused, (again, worker.log_tail())
+        text = _input(api, run.id, f"suspended-{again.pause_key}-description")
+        assert "void" in text and "version v1.0.1 -> v1.0.2" in text, text
+        assert tags(box, PROD) == {"v1.0.0"}, "nothing reached prod on the old answers"
+        httpx.post(
+            f"{api}/flow_runs/{run.id}/set_state",
+            json={"state": {"type": "CANCELLED", "message": "test over"}, "force": True},
+            timeout=15,
+        )
+
+
+def test_a_resumed_run_never_repromotes_staging_that_moved_on(
+    deployed: str, worker_env: tuple[Sandbox, dict[str, str]], tmp_path: Path
+) -> None:
+    """While QA looks at v1.0.1 in staging, v1.0.2 lands there: the QA answer is about
+    something that no longer runs, so the run stops instead of promoting staging again."""
+    from pipeline.helpers import STAGING, merged_promotion
+
+    api, (box, env) = deployed, worker_env
+    with Worker(env, log_path=tmp_path / "worker.log") as worker:
+        run = start_run(api, "promote-release", {"version": "v1.0.1", "initiator": INITIATOR})
+        qa = wait_for_run(api, run.id, until=lambda r: r.paused or r.finished, timeout=180)
+        assert qa.paused, worker.log_tail()
+        merged_promotion(box, "staging", "v1.0.2")
+        staging_head = box.github.head("main")
+        result = resume_run(api, run.id, {"approved": True, "approver": "qa-alice"})
+        assert result.status == "ACCEPT", result
+        final = wait_for_run(api, run.id, until=lambda r: r.finished, timeout=180)
+    assert final.state_type == "FAILED", final
+    assert "staging has moved on since this run merged v1.0.1" in (final.message or "")
+    assert tags(box, STAGING) == {"v1.0.2"} and tags(box, PROD) == {"v1.0.0"}
+    assert box.github.head("main") == staging_head, "no new staging PR, no merge"
+    assert not [p for p in pulls(box) if p["head"]["ref"].startswith("promote/prod/")]
+
+
+def test_an_expired_approval_under_a_deployment_is_finished(
+    deployed: str, worker_env: tuple[Sandbox, dict[str, str]], tmp_path: Path
+) -> None:
+    """The server fails a suspended run whose approval expired without running its code; the
+    finish-promotion automation closes its PR with one comment and finishes its summary."""
+    from pipeline.helpers import comments
+
+    api, (box, env) = deployed, worker_env
+    with Worker(env, log_path=tmp_path / "worker.log") as worker:
+        run = start_run(
+            api,
+            "promote-release",
+            {"version": "v1.0.1", "initiator": INITIATOR, "approval_timeout_seconds": 25},
+        )
+        _resume(api, run.id, "qa", "qa-alice")
+        expired = wait_for_run(api, run.id, until=lambda r: r.finished, timeout=240)
+        assert expired.state_type == "FAILED", expired
+        (prod_pr,) = [p for p in pulls(box) if p["head"]["ref"].startswith("promote/prod/")]
+        deadline = time.monotonic() + 180
+        while pulls(box, "open"):
+            assert time.monotonic() < deadline, worker.log_tail()
+            time.sleep(1.0)
+    assert tags(box, PROD) == {"v1.0.0"}
+    notes = [c for c in comments(box, prod_pr["number"]) if "stopped before this PR merged" in c]
+    assert len(notes) == 1, notes
+    summary = read_artifact(api, run.id, "promotion-summary")
+    assert summary is not None and "**Outcome:** expired" in summary, summary
+    assert f"#{prod_pr['number']}" in summary

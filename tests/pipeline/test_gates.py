@@ -6,9 +6,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import httpx
+import pytest
 
 from deployments.local import LocalPrefect
-from deployments.runs import read_artifact, resume_run
+from deployments.runs import read_artifact, resume_run, wait_for_run
 from flows.promote import promote_release
 from pipeline.conftest import BackgroundRun
 from pipeline.helpers import INITIATOR, PROD, STAGING, comments, decide, pulls, tags
@@ -49,20 +50,20 @@ def test_pm_rejection_closes_the_prod_pr_and_merges_nothing(
     assert any("not during the sale" in c for c in comments(sandbox, prod_pr["number"]))
 
 
-def test_unlisted_approver_and_initiator_are_refused_and_the_run_keeps_waiting(
+def test_an_unlisted_approver_is_refused_and_the_run_keeps_waiting(
     sandbox: Sandbox, prefect_server: LocalPrefect, run_in_background: Callable[..., BackgroundRun]
 ) -> None:
     api = prefect_server.api_url
-    # qa-alice starts the release, so she may not approve it; qa-bob may.
-    run = run_in_background(promote_release, version="v1.0.1", initiator="qa-alice")
-    run.wait_paused("qa-approval")
-    for intruder in ("mallory", "qa-alice"):
+    run = run_in_background(promote_release, version="v1.0.1", initiator=INITIATOR)
+    waiting = run.wait_paused("qa-approval")
+    for intruder in ("mallory", "pm-carol", INITIATOR):
         result = resume_run(
             api, run.run_id, {"approved": True, "approver": intruder, "comment": "lgtm"}
         )
         assert result.status == "REJECT", result
         assert "approver" in result.reason and "qa-bob" in result.reason
-        assert run.wait_paused("qa-approval").paused
+        again = run.wait_paused("qa-approval")
+        assert again.paused and again.pause_key == waiting.pause_key
     decide(api, run, "qa", "qa-bob", comment="verified")
     decide(api, run, "pm", "pm-carol", approved=False, comment="stop here")
     final = run.join()
@@ -70,6 +71,39 @@ def test_unlisted_approver_and_initiator_are_refused_and_the_run_keeps_waiting(
     summary = read_artifact(api, run.run_id, "promotion-summary")
     assert summary is not None
     assert "qa-bob" in summary and "mallory" not in summary
+
+
+@pytest.mark.parametrize(
+    ("initiator", "expected"),
+    [
+        ("qa-alice", "qa-alice started this release but is a listed approver of qa"),
+        ("  ", "initiator '  ' is not a valid GitHub login"),
+        ("dave--x", "is not a valid GitHub login"),
+    ],
+)
+def test_a_bad_initiator_is_refused_before_anything_is_written(
+    initiator: str,
+    expected: str,
+    sandbox: Sandbox,
+    prefect_server: LocalPrefect,
+    run_in_background: Callable[..., BackgroundRun],
+) -> None:
+    run = run_in_background(promote_release, version="v1.0.1", initiator=initiator)
+    final = run.join()
+    assert final.state_type == "FAILED"
+    assert expected in final.message
+    assert pulls(sandbox) == [] and sandbox.github.branches().keys() == {"main"}
+
+
+def test_an_initiator_with_spaces_is_trimmed(
+    sandbox: Sandbox, prefect_server: LocalPrefect, run_in_background: Callable[..., BackgroundRun]
+) -> None:
+    api = prefect_server.api_url
+    run = run_in_background(promote_release, version="v1.0.1", initiator=f"  {INITIATOR} ")
+    decide(api, run, "qa", "qa-bob", approved=False, comment="no")
+    run.join()
+    summary = read_artifact(api, run.run_id, "promotion-summary")
+    assert summary is not None and f"**Started by:** {INITIATOR}\n" in summary
 
 
 def test_failed_validation_check_stops_before_the_pm_gate(
@@ -139,17 +173,22 @@ def test_pm_gate_can_require_an_approving_github_review(
     setup = tmp_path / "promotion.yaml"
     setup.write_text(
         DEFAULT_CONFIG.read_text().replace(
-            "pm_requires_github_review: false", "pm_requires_github_review: true"
+            "approvers: [pm-carol]\n        github_evidence: none",
+            "approvers: [pm-carol]\n        github_evidence: review",
         )
     )
+    assert "github_evidence: review" in setup.read_text()
     run = run_in_background(
         promote_release, version="v1.0.1", initiator=INITIATOR, config_file=str(setup)
     )
     decide(api, run, "qa", "qa-alice")
+    first = run.wait_paused("pm-approval")
     # The form alone is not enough: pm-carol has not approved the PR on GitHub yet.
     decide(api, run, "pm", "pm-carol", comment="approved in the form only")
-    waiting = run.wait_paused("pm-approval-1")
-    assert waiting.paused, waiting
+    waiting = wait_for_run(
+        api, run.run_id, until=lambda r: r.paused and r.pause_key != first.pause_key, timeout=60
+    )
+    assert waiting.paused and (waiting.pause_key or "").startswith("pm-approval"), waiting
     assert tags(sandbox, PROD) == {"v1.0.0"}
     refused = read_artifact(api, run.run_id, "pm-approval-refused")
     assert refused is not None and "has not approved PR" in refused
@@ -166,4 +205,4 @@ def test_pm_gate_can_require_an_approving_github_review(
     assert final.state_type == "COMPLETED", final.message
     assert tags(sandbox, PROD) == {"v1.0.1"}
     summary = read_artifact(api, run.run_id, "promotion-summary")
-    assert summary is not None and "pm-carol approved PR" in summary
+    assert summary is not None and "GitHub review by pm-carol" in summary

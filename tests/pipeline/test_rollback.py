@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 from deployments.local import LocalPrefect
 from deployments.runs import read_artifact
 from flows.promote import promote_release
-from flows.rollback import rollback_release
+from flows.rollback import resume_autosync, rollback_release
 from pipeline.conftest import BackgroundRun
 from pipeline.helpers import INITIATOR, PROD, argo, decide, merged_promotion, pulls, tags
 from sandbox.launcher import Sandbox
+from sandbox.seed import git
 
 APP = "prod-microservices-demo"
 
@@ -87,3 +89,67 @@ def test_prod_degraded_after_merge_is_rolled_back_automatically(
     summary = read_artifact(api, run.run_id, "promotion-summary")
     assert summary is not None
     assert "rolled back" in summary and "argocd" in summary
+
+
+def test_a_revert_sets_back_exactly_the_tags_of_the_chosen_pr(
+    sandbox: Sandbox,
+    tmp_path: Path,
+    prefect_server: LocalPrefect,
+    run_in_background: Callable[..., BackgroundRun],
+) -> None:
+    """A later change to the same overlay (a label) survives; only the PR's tags go back."""
+    seed_overlay = sandbox.github.read_file("main", PROD)
+    promoted = merged_promotion(sandbox, "prod", "v1.0.1")
+    work = tmp_path / "work"
+    git("clone", "--quiet", sandbox.info.git_url, str(work))
+    (work / PROD).write_text((work / PROD).read_text() + "commonLabels:\n  team: shop\n")
+    git("commit", "--quiet", "-am", "Label prod", cwd=work)
+    git("push", "--quiet", "origin", "HEAD:main", cwd=work)
+    merged_promotion(sandbox, "staging", "v1.0.1")  # a later merge: not what is reverted
+
+    run = run_in_background(rollback_release, env="prod", method="revert", to=str(promoted.number))
+    final = run.join()
+    assert final.state_type == "COMPLETED", final.message
+    assert sandbox.github.read_file("main", PROD) == seed_overlay + "commonLabels:\n  team: shop\n"
+    (revert,) = [p for p in pulls(sandbox) if p["head"]["ref"].startswith("revert/")]
+    assert f"#{promoted.number}" in revert["body"] and "v1.0.1 -> v1.0.0" in revert["body"]
+    # The revert is found, not made twice, when the rollback runs again.
+    again = run_in_background(
+        rollback_release, env="prod", method="revert", to=str(promoted.number)
+    )
+    assert again.join().state_type == "COMPLETED"
+    assert len([p for p in pulls(sandbox) if p["head"]["ref"].startswith("revert/")]) == 1
+
+
+def test_after_an_argocd_rollback_promotions_wait_for_resume_autosync_and_the_version_is_held(
+    sandbox: Sandbox, prefect_server: LocalPrefect, run_in_background: Callable[..., BackgroundRun]
+) -> None:
+    api = prefect_server.api_url
+    merged_promotion(sandbox, "staging", "v1.0.1")
+    merged_promotion(sandbox, "prod", "v1.0.1")
+    rolled = run_in_background(rollback_release, env="prod", method="argocd")
+    assert rolled.join().state_type == "COMPLETED"
+    summary = read_artifact(api, rolled.run_id, "rollback-summary")
+    assert summary is not None and "v1.0.1 is on hold" in summary
+
+    # The rolled-back version is on hold: promoting it again needs allow_held.
+    held = run_in_background(promote_release, version="v1.0.1", initiator=INITIATOR)
+    final = held.join()
+    assert final.state_type == "FAILED" and "v1.0.1 is on hold" in final.message
+    assert "allow_held" in final.message
+
+    # A newer release may go, but not merge into prod while auto-sync is off there.
+    sandbox.registry.publish(sandbox.config.registry.path, list(sandbox.config.services), "v1.0.2")
+    newer = run_in_background(promote_release, version="v1.0.2", initiator=INITIATOR)
+    decide(api, newer, "qa", "qa-alice")
+    decide(api, newer, "pm", "pm-carol")
+    stopped = newer.join()
+    assert stopped.state_type == "FAILED"
+    assert "auto-sync of prod-microservices-demo is off" in stopped.message
+    assert "release-promotion resume-autosync prod" in stopped.message
+    assert tags(sandbox, PROD) == {"v1.0.1"}, "nothing merged into prod"
+
+    resumed = run_in_background(resume_autosync, env="prod")
+    assert resumed.join().state_type == "COMPLETED"
+    with argo(sandbox) as client:
+        assert client.get_app(APP).autosync_enabled
