@@ -135,20 +135,6 @@ class EnvironmentOrder:
                 f"unknown environment {env!r}; configured: {', '.join(self.names)}"
             ) from None
 
-    def previous(self, env: str) -> str | None:
-        """The environment that must run a release before ``env`` may get it, if any."""
-        i = self.index(env)
-        return self.names[i - 1] if i > 0 else None
-
-    def require_after(self, env: str, done: Sequence[str]) -> None:
-        """Raise unless every environment before ``env`` is in ``done``."""
-        missing = [n for n in self.names[: self.index(env)] if n not in done]
-        if missing:
-            raise EnvironmentOrderError(
-                f"{env} can only be promoted after {', '.join(missing)} "
-                f"(order: {' -> '.join(self.names)})"
-            )
-
 
 @dataclass(frozen=True)
 class ImageChange:

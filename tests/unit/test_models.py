@@ -9,6 +9,7 @@ from pydantic import BaseModel, ValidationError
 
 from promotion.models import (
     OCI_TAG,
+    DowngradeRefused,
     EnvironmentOrder,
     EnvironmentOrderError,
     ImageChange,
@@ -17,6 +18,7 @@ from promotion.models import (
     ReleaseVersion,
     validate_version,
 )
+from promotion.models import Release as ModelRelease
 
 
 @pytest.mark.parametrize(
@@ -89,33 +91,51 @@ def test_release_version_validates_in_pydantic_models() -> None:
 ORDER = EnvironmentOrder(("dev", "staging", "prod"))
 
 
-def test_previous_environment() -> None:
-    assert ORDER.previous("dev") is None
-    assert ORDER.previous("prod") == "staging"
-
-
-def test_require_after_passes_when_every_earlier_environment_is_done() -> None:
-    ORDER.require_after("dev", [])
-    ORDER.require_after("prod", ["dev", "staging"])
+def test_an_order_names_its_environments() -> None:
+    assert ORDER.index("staging") == 1
+    with pytest.raises(EnvironmentOrderError, match="unknown environment 'qa'"):
+        ORDER.index("qa")
 
 
 @pytest.mark.parametrize(
-    ("env", "done", "expected"),
+    ("older", "newer"),
     [
-        (
-            "prod",
-            ["dev"],
-            "prod can only be promoted after staging (order: dev -> staging -> prod)",
-        ),
-        ("prod", [], "prod can only be promoted after dev, staging"),
-        ("staging", ["prod"], "staging can only be promoted after dev"),
-        ("qa", ["dev"], "unknown environment 'qa'; configured: dev, staging, prod"),
+        ("v1.0.0", "v1.0.1"),
+        ("v1.0.9", "v1.0.10"),  # numbers, not text
+        ("1.9.0", "1.10.0"),
+        ("v1.0.1-rc.1", "v1.0.1"),  # a pre-release comes before its release
+        ("v1.0.1-rc.2", "v1.0.1-rc.10"),
+        ("v1.0.1-alpha", "v1.0.1-beta"),
+        ("v1.0.1-rc.1", "v1.0.1-rc.a"),  # numeric identifiers sort before alphanumeric ones
+        ("v2.0.0", "v10.0.0"),
     ],
 )
-def test_require_after_errors(env: str, done: list[str], expected: str) -> None:
-    with pytest.raises(EnvironmentOrderError) as info:
-        ORDER.require_after(env, done)
-    assert expected in str(info.value)
+def test_releases_are_ordered_by_semantic_version(older: str, newer: str) -> None:
+    assert ModelRelease(newer).newer_than(ModelRelease(older)) is True
+    assert ModelRelease(older).newer_than(ModelRelease(newer)) is False
+    ModelRelease(newer).check_forward([older], "prod", allow_downgrade=False)
+    with pytest.raises(DowngradeRefused, match=f"prod runs {newer}, which is newer than {older}"):
+        ModelRelease(older).check_forward([newer], "prod", allow_downgrade=False)
+    ModelRelease(older).check_forward([newer], "prod", allow_downgrade=True)
+
+
+def test_the_same_release_again_is_no_move() -> None:
+    assert ModelRelease("v1.0.1").newer_than(ModelRelease("v1.0.1")) is False
+    ModelRelease("v1.0.1").check_forward(["v1.0.1"], "prod", allow_downgrade=False)
+
+
+@pytest.mark.parametrize(("running", "target"), [("latest", "v1.0.1"), ("v1.0.1", "main-abc123")])
+def test_tags_without_an_order_need_allow_downgrade(running: str, target: str) -> None:
+    assert ModelRelease(target).newer_than(ModelRelease(running)) is None
+    with pytest.raises(DowngradeRefused, match="not both semantic versions"):
+        ModelRelease(target).check_forward([running], "staging", allow_downgrade=False)
+    ModelRelease(target).check_forward([running], "staging", allow_downgrade=True)
+
+
+def test_a_release_is_validated_once_where_it_enters() -> None:
+    with pytest.raises(InvalidVersionError):
+        ModelRelease("v1.0.1; rm -rf /")
+    assert str(ModelRelease("v1.0.1")) == "v1.0.1"
 
 
 @pytest.mark.parametrize(
