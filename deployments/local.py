@@ -36,9 +36,6 @@ from sandbox.http import PortInUse, free_port
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 WORK_POOL = "release-promotion"
-PROD_CONCURRENCY_LIMIT = "prod-promotion"
-"""The lock of the first pipeline (prod only). Still created because flows/promote.py on this
-branch takes it; remove it once the flows take ``promotion.names.environment_lock(env)`` only."""
 SERVER_AUTH_STRING_ENV = "PREFECT_SERVER_API_AUTH_STRING"
 PROJECT_DIR_ENV = "RELEASE_PROMOTION_PROJECT_DIR"
 """Env var that prefect.yaml's ``set_working_directory`` pull step reads (absolute path)."""
@@ -51,7 +48,6 @@ _QUIET_ENV = {
 }
 
 __all__ = [
-    "PROD_CONCURRENCY_LIMIT",
     "PROJECT_DIR_ENV",
     "PROJECT_ROOT",
     "SERVER_AUTH_STRING_ENV",
@@ -374,12 +370,11 @@ def ensure_work_pool(
 
 def environment_locks(config_file: str | os.PathLike[str] | None = None) -> list[str]:
     """The global concurrency limits the flows take: one per environment of the promotion setup
-    (``promotion.names.environment_lock``), plus the legacy prod lock while a flow needs it."""
+    (``promotion.names.environment_lock``)."""
     from promotion.config import load_config
     from promotion.names import environment_lock
 
-    names = [environment_lock(env.name) for env in load_config(config_file).environments]
-    return [*names, PROD_CONCURRENCY_LIMIT]
+    return [environment_lock(env.name) for env in load_config(config_file).environments]
 
 
 def ensure_concurrency_limit(
