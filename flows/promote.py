@@ -197,7 +197,8 @@ def verify_release(run: Promotion) -> ReleaseCheck:
     checked = ReleaseCheck(str(run.release), digests)
     # What the first execution of this run saw is what QA tested: a resumed run compares.
     first = ReleaseCheck(
-        str(run.release), remember(f"release-digests-{run.release}", dict(digests))
+        str(run.release),
+        remember(f"release-digests-{digest_of(str(run.release))[:16]}", dict(digests)),
     )
     run.report.release = first
     moved = first.moved(digests)

@@ -57,6 +57,8 @@ def run_started() -> datetime:
 def remember(key: str, value: dict[str, Any]) -> dict[str, Any]:
     """Store ``value`` under ``key`` for this flow run, once; return what was stored first.
 
+    ``key``: lowercase letters, digits and dashes (Prefect's rule for run input keys).
+
     A run resumed after a suspend (or retried) runs its code again from the top: this is how it
     knows what its first execution saw. Outside a flow run it returns ``value``.
     """
