@@ -52,7 +52,7 @@ from deployments.runs import (
     start_run,
     wait_for_run,
 )
-from promotion.config import PromotionConfig, load_config
+from promotion.config import ConfigError, PromotionConfig, load_config
 from promotion.names import PROMOTE_DEPLOYMENT, gate_of_pause_key
 from sandbox.launcher import Sandbox, SandboxError, start_sandbox
 
@@ -267,15 +267,11 @@ def follow(prefect: LocalPrefect, run_id: str, config: PromotionConfig, args: An
 
 
 def _listed(gate: str, config: PromotionConfig) -> tuple[str, ...]:
-    """The logins that may answer ``gate``: from ``config.gate(name).approvers`` (gates as
-    configuration) or ``config.approvers.<gate>`` (the first setup format)."""
-    source: Any = config
-    if callable(getattr(source, "gate", None)):
-        try:
-            return tuple(str(login) for login in source.gate(gate).approvers)
-        except (KeyError, LookupError, ValueError):
-            return ()
-    return tuple(str(login) for login in getattr(source.approvers, gate, ()) or ())
+    """The logins that may answer ``gate`` (none for a gate the setup does not name)."""
+    try:
+        return config.gate(gate).approvers
+    except ConfigError:
+        return ()
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -56,7 +56,7 @@ def test_info_is_recorded_and_points_the_flows_at_the_sandbox(running: Sandbox) 
 def test_every_token_authenticates_as_its_login(running: Sandbox) -> None:
     info = running.info
     expected = {info.github_token: "release-bot", **{t: u for u, t in info.reviewer_tokens.items()}}
-    assert set(info.reviewer_tokens) == {*CONFIG.approvers.qa, *CONFIG.approvers.pm}
+    assert set(info.reviewer_tokens) == {"qa-alice", "qa-bob", "pm-carol"} == CONFIG.approvers()
     for token, login in expected.items():
         user = httpx.get(f"{info.github_url}/user", headers={"Authorization": f"token {token}"})
         assert user.json()["login"] == login
