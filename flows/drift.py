@@ -205,13 +205,11 @@ def audit_drift(
         rt = load_runtime(config_file)
         for env in envs:
             rt.config.environment(env)
-        if rt.settings.argocd_token is None:
-            rt.settings.require("argocd_token")
+        argocd_token = rt.settings.secret("argocd_token")
     except ConfigError as exc:
         _publish_failure(f"Setup problem: {exc}", envs)
         raise DriftAuditFailed(f"the audit could not run: {exc}") from exc
     config, settings = rt.config, rt.settings
-    assert settings.argocd_token is not None
 
     selector = f"{environment_label} in ({','.join(envs)})"
     phases: dict[str, float] = {}
@@ -225,7 +223,7 @@ def audit_drift(
 
     try:
         live = drift_tasks.list_live_apps(
-            settings.argocd_url, settings.argocd_token, selector, environment_label
+            settings.argocd_url, argocd_token, selector, environment_label
         )
         phase("argocd")
         targets = _targets(envs, live, config, git_url)

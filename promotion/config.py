@@ -179,8 +179,8 @@ def from_first_format(data: dict[str, Any]) -> dict[str, Any]:
     Its meaning, kept: QA approves what runs in the first automatically merged environment; the
     PM approves the PR of every ``pm_approval`` environment before its merge.
     """
-    approvers = data.get("approvers") if isinstance(data.get("approvers"), dict) else {}
-    assert isinstance(approvers, dict)
+    given = data.get("approvers")
+    approvers: dict[str, Any] = given if isinstance(given, dict) else {}
     review = bool(approvers.get("pm_requires_github_review", False))
     converted: list[Any] = []
     qa_placed = False
@@ -393,3 +393,11 @@ class Settings(BaseSettings):
             env = ", ".join(f"RELEASE_PROMOTION_{n.upper()}" for n in missing)
             blocks = ", ".join(self.SECRET_BLOCKS.get(n, "-") for n in missing)
             raise ConfigError(f"missing settings: {env} (or the Prefect Secret blocks {blocks})")
+
+    def secret(self, name: str) -> SecretStr:
+        """The secret setting ``name``; ``ConfigError`` naming its variable and block if unset."""
+        value = getattr(self, name)
+        if not isinstance(value, SecretStr):
+            self.require(name)
+            raise ConfigError(f"setting {name} is not a secret")
+        return value

@@ -20,7 +20,7 @@ import math
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, Literal, NoReturn
+from typing import TYPE_CHECKING, Any, Literal, NoReturn, TypeVar
 from urllib.parse import quote
 
 import requests
@@ -85,6 +85,9 @@ class GitHubError(Exception):
         # Keyword-only constructor arguments do not survive the default pickling of exceptions;
         # Prefect persists task failures, so keep them picklable.
         return (_rebuild, (type(self), str(self), dict(self.__dict__)))
+
+
+_E = TypeVar("_E", bound=GitHubError)
 
 
 class GitHubUnavailable(GitHubError):
@@ -451,11 +454,9 @@ class GitHubClient:
     @classmethod
     def from_settings(cls, settings: Settings, config: PromotionConfig) -> GitHubClient:
         """Build the client from the endpoint settings and the promotion setup."""
-        settings.require("github_token")
-        assert settings.github_token is not None
         return cls(
             settings.github_url,
-            settings.github_token,
+            settings.secret("github_token"),
             config.github.repository,
             base_branch=config.github.base_branch,
         )
@@ -481,14 +482,14 @@ class GitHubClient:
 
     def _fail(
         self,
-        cls: type[GitHubError],
+        cls: type[_E],
         what: str,
         *,
         pr_number: int | None = None,
         branch: str | None = None,
         status: int | None = None,
         retry_after: float | None = None,
-    ) -> GitHubError:
+    ) -> _E:
         where = self.repository
         if pr_number is not None:
             where += f"#{pr_number}"
@@ -1040,7 +1041,6 @@ class GitHubClient:
                     f"required checks failed on {sha[:12]}: {details}",
                     pr_number=pr_number,
                 )
-                assert isinstance(error, ChecksFailed)
                 error.failed = failed
                 raise error
             pending = tuple(
@@ -1065,7 +1065,6 @@ class GitHubClient:
                     f"checks on {sha[:12]} still pending after {timeout:g}s: {states}",
                     pr_number=pr_number,
                 )
-                assert isinstance(timed_out, ChecksTimedOut)
                 timed_out.pending = pending
                 raise timed_out
             time.sleep(poll_interval)
@@ -1219,14 +1218,14 @@ class GitHubClient:
                     status=409,
                 ) from exc
             kind, meaning = _merge_refusal(reason)
+            refusal: type[MergeRefused] = MergeRaced if kind == "base_modified" else MergeRefused
             refused = self._fail(
-                MergeRaced if kind == "base_modified" else MergeRefused,
+                refusal,
                 f"merge refused (405): {reason} ({meaning})",
                 pr_number=pr_number,
                 branch=current.head.ref,
                 status=405,
             )
-            assert isinstance(refused, MergeRefused)
             refused.reason = reason
             refused.kind = kind
             raise refused from exc
