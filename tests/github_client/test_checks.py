@@ -63,9 +63,11 @@ def test_required_checks_are_the_union_of_protection_and_rulesets(github: Sandbo
 def test_a_ruleset_check_is_waited_for_even_when_not_configured(github: Sandbox) -> None:
     _rulesets(github, {"name": "gate", "required_checks": ["security/scan"]})
     pr = _open(github)
+    # The sandbox CI posts CHECK within seconds (longer on a busy machine); the ruleset's
+    # check is posted by nobody, so it alone is still pending at the timeout.
     with pytest.raises(ChecksTimedOut) as caught:
         github.client.wait_for_checks(
-            pr.number, [CHECK], timeout=1.0, poll_interval=0.2, head_sha=pr.head_sha
+            pr.number, [CHECK], timeout=8.0, poll_interval=0.2, head_sha=pr.head_sha
         )
     assert caught.value.pending == ("security/scan",)
     _status(github, pr.head_sha, "security/scan")
