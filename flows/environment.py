@@ -17,7 +17,7 @@ from prefect.concurrency.sync import concurrency
 from flows.runtime import Runtime
 from promotion.argocd import AUTOSYNC_DISABLED_ANNOTATION, Deployed
 from promotion.config import Environment
-from promotion.github import HeadMoved, MergeRefused
+from promotion.github import HeadMoved, MergeRefused, PullRequestInfo
 from promotion.kustomize import read_image_tags, set_image_tags
 from promotion.models import ImageChangeSet, Release
 from promotion.names import environment_lock
@@ -47,17 +47,21 @@ def environment_lock_held(env: Environment) -> Iterator[None]:
         yield
 
 
-def environment_versions(rt: Runtime, env: Environment, ref: str | None = None) -> set[str]:
-    """The tags the environment's overlay sets for the release's images (on the base branch)."""
+def environment_versions(
+    rt: Runtime, env: Environment, ref: str | None = None, overlay: str | None = None
+) -> set[str]:
+    """The tags the environment's overlay sets for the release's images (on the base branch).
+
+    ``overlay``: the overlay's text when the caller has read it already.
+    """
     images = set(rt.config.images().values())
-    tags = read_image_tags(gh_tasks.read_file(rt.github(), env.overlay, ref))
-    return {tag for image, tag in tags.items() if image in images}
+    text = overlay if overlay is not None else gh_tasks.read_file(rt.github(), env.overlay, ref)
+    return {tag for image, tag in read_image_tags(text).items() if image in images}
 
 
-def _proposal(rt: Runtime, env: Environment, pr_number: int, started: float) -> Proposal:
+def _proposal(rt: Runtime, env: Environment, pr: PullRequestInfo, started: float) -> Proposal:
     gh = rt.github()
-    pr = gh_tasks.get_pr(gh, pr_number)
-    change = gh_tasks.pr_change(gh, pr_number)
+    change = gh_tasks.pr_change(gh, pr.number)
     checks = None
     if not pr.merged:
         checks = gh_tasks.wait_for_checks(
@@ -89,12 +93,12 @@ def propose(rt: Runtime, env: Environment, release: Release, *, allow_downgrade:
                 f"#{ours.number}); it now runs {', '.join(sorted(running))}. What was approved "
                 "there no longer runs: start a new promotion"
             )
-        return _proposal(rt, env, ours.number, started)
+        return _proposal(rt, env, ours, started)
     release.check_forward(
         sorted(environment_versions(rt, env)), env.name, allow_downgrade=allow_downgrade
     )
     pr = gh_tasks.open_promotion_pr(gh, env, str(release), rt.config.images())
-    return _proposal(rt, env, pr.number, started)
+    return _proposal(rt, env, pr, started)
 
 
 def _refuse_autosync_off(rt: Runtime, env: Environment) -> None:
@@ -120,11 +124,10 @@ def _check_images_unchanged(rt: Runtime, release: ReleaseCheck) -> None:
 
 
 def _merge_result_is_approved(
-    rt: Runtime, env: Environment, release: Release, proposal: Proposal
+    rt: Runtime, env: Environment, release: Release, proposal: Proposal, base: str
 ) -> None:
     """The base's overlay with our tags must be exactly the PR head's overlay, else rebuild."""
     gh = rt.github()
-    base = gh_tasks.read_file(gh, env.overlay)
     head = gh_tasks.read_file(gh, env.overlay, proposal.pr.head_sha)
     if set_image_tags(base, read_image_tags(head)) != head:
         rebuilt = gh_tasks.open_promotion_pr(gh, env, str(release), rt.config.images())
@@ -157,13 +160,16 @@ def merge(
         if pr.merge_commit_sha is None:
             raise PromotionStopped(f"PR #{pr.number} is merged but GitHub gives no merge commit")
         return MergeRecord(env.name, pr.number, pr.merge_commit_sha, earlier=True)
+    gh = rt.github()
+    base = gh_tasks.read_file(gh, env.overlay)
     release.check_forward(
-        sorted(environment_versions(rt, env)), env.name, allow_downgrade=allow_downgrade
+        sorted(environment_versions(rt, env, overlay=base)),
+        env.name,
+        allow_downgrade=allow_downgrade,
     )
     _refuse_autosync_off(rt, env)
     _check_images_unchanged(rt, checked)
-    _merge_result_is_approved(rt, env, release, proposal)
-    gh = rt.github()
+    _merge_result_is_approved(rt, env, release, proposal, base)
     try:
         merged = gh_tasks.merge(
             gh, pr.number, rt.config.github.merge_method, expected_head_sha=pr.head_sha
