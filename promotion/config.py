@@ -254,3 +254,11 @@ class Settings(BaseSettings):
             env = ", ".join(f"RELEASE_PROMOTION_{n.upper()}" for n in missing)
             blocks = ", ".join(self.SECRET_BLOCKS.get(n, "-") for n in missing)
             raise ConfigError(f"missing settings: {env} (or the Prefect Secret blocks {blocks})")
+
+    # Seconds to wait for Argo CD to confirm a deployment. Keep it above the Deployments'
+    # progress deadline (``progressDeadlineSeconds``, 600 s by default): a bad image stays
+    # Progressing that long before Argo CD reports it Degraded.
+    deploy_timeout: float = Field(default=900.0, gt=0)
+    # Treat a deployment still Progressing at ``deploy_timeout`` (DeploymentStuckProgressing)
+    # like a Degraded one: roll back automatically when the promotion's auto-rollback is on.
+    rollback_when_stuck_progressing: bool = False

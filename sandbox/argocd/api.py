@@ -26,15 +26,41 @@ import re
 import threading
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from sandbox.argocd.core import ArgoAPIError, ArgoCDState, invalid_argument
+from sandbox.argocd.core import ArgoAPIError, ArgoCDState, invalid_argument, version_tuple
+
+
+def _optional_float(value: Any) -> float | None:
+    return None if value is None else float(value)
+
+
+def _patterns(value: Any) -> tuple[str, ...]:
+    return tuple(str(v) for v in value)
+
+
+# The ``ArgoCDState`` knobs ``POST /_sandbox/knobs`` may set, with their parsers.
+KNOBS: dict[str, Callable[[Any], Any]] = {
+    "version": str,
+    "health_delay": float,
+    "progress_deadline": _optional_float,
+    "repo_error_grace": float,
+    "refresh_latency": float,
+    "refresh_deadline": _optional_float,
+    "sync_retry_limit": int,
+    "sync_retry_backoff": float,
+    "failing_image_patterns": _patterns,
+    "stale_health_window": float,
+    "applicationset_revert_after": float,
+    "watch_break_after": _optional_float,
+    "sync_duration": float,
+}
 
 
 class Knobs:
@@ -103,24 +129,97 @@ def matches(labels: dict[str, str], requirements: list[Requirement]) -> bool:
     return True
 
 
-def prune_fields(doc: Any, fields: list[str]) -> Any:
-    """Keep only the dotted ``fields`` of ``doc``; lists are walked through transparently."""
-    tree: dict[str, Any] = {}
-    for path in fields:
-        node = tree
-        for part in path.split("."):
-            node = node.setdefault(part, {})
-    return _prune(doc, tree)
+# pkg/apiclient/application/forwarder_overwrite.go ``appFields``: the only keys the list call's
+# ``fields`` parameter can select (argo-cd v2.x to v3.1; status.sourceHydrator from v3.2; the
+# spec.* sub-fields and status.sync.revision from v3.5). Any other path is dropped silently.
+APP_FIELDS = (
+    "metadata.name",
+    "metadata.namespace",
+    "metadata.annotations",
+    "metadata.labels",
+    "metadata.creationTimestamp",
+    "metadata.deletionTimestamp",
+    "spec",
+    "status.sync.status",
+    "status.health",
+    "status.summary",
+    "status.operationState.startedAt",
+    "status.operationState.finishedAt",
+    "status.resources",
+    "operation.sync",
+    "status.operationState.phase",
+    "status.operationState.operation.sync",
+)
+APP_FIELDS_FROM_3_2 = ("status.sourceHydrator",)
+APP_FIELDS_FROM_3_5 = (
+    "spec.destination",
+    "spec.project",
+    "spec.source",
+    "spec.sources",
+    "spec.sourceHydrator",
+    "spec.syncPolicy",
+    "status.sync.revision",
+)
+_OMIT = object()  # an extractor's untyped nil: the key is left out (a typed nil is JSON null)
 
 
-def _prune(doc: Any, tree: dict[str, Any]) -> Any:
-    if not tree:
-        return doc
-    if isinstance(doc, list):
-        return [_prune(item, tree) for item in doc]
-    if not isinstance(doc, dict):
-        return doc
-    return {key: _prune(doc[key], sub) for key, sub in tree.items() if key in doc}
+def app_fields(version: str) -> tuple[str, ...]:
+    """The ``appFields`` keys of Argo CD ``version``."""
+    fields: tuple[str, ...] = APP_FIELDS
+    if version_tuple(version) >= (3, 2, 0):
+        fields += APP_FIELDS_FROM_3_2
+    if version_tuple(version) >= (3, 5, 0):
+        fields += APP_FIELDS_FROM_3_5
+    return fields
+
+
+def _extract(app: dict[str, Any], field: str) -> Any:
+    """The value ``appFields[field]`` gives for ``app`` (JSON), ``_OMIT`` for an untyped nil."""
+    status = app.get("status") or {}
+    if field.startswith("status.operationState."):
+        state = status.get("operationState")
+        if state is None:
+            return _OMIT
+        if field == "status.operationState.operation.sync":
+            return state.get("syncResult")  # sic: this key returns the sync *result*
+        return state.get(field.rsplit(".", 1)[1])
+    if field == "operation.sync":
+        operation = app.get("operation")
+        return _OMIT if operation is None else operation.get("sync")
+    if field == "status.resources":
+        return status.get("resources") or _OMIT
+    node: Any = app
+    for part in field.split("."):
+        node = node.get(part) if isinstance(node, dict) else None
+    return node  # a nil map or pointer is encoded as null
+
+
+def select_fields(
+    items: list[dict[str, Any]], requested: set[str], exclude: bool, version: str
+) -> list[dict[str, Any]]:
+    """Each Application reduced to the selected ``appFields`` keys, as Argo CD's list answers."""
+    whitelist = app_fields(version)
+    chosen = {f for f in whitelist if (f"items.{f}" in requested) != exclude}
+    # An ancestor's value covers its descendants (v3.5 selectAppFields).
+    chosen = {
+        f
+        for f in chosen
+        if not any(".".join(f.split(".")[:i]) in chosen for i in range(1, f.count(".") + 1))
+    }
+    out = []
+    for item in items:
+        converted: dict[str, Any] = {}
+        for field in sorted(chosen):
+            value = _extract(item, field)
+            if value is _OMIT:
+                continue
+            node = converted
+            *parents, leaf = field.split(".")
+            for part in parents:
+                node = node.setdefault(part, {})
+            node[leaf] = value
+        out.append(converted)
+    return out
 
 
 class ArgoCDApp:
@@ -157,7 +256,14 @@ class ArgoCDApp:
                     self._guard(self.terminate, write=True),
                     methods=["DELETE"],
                 ),
+                Route(
+                    "/api/v1/stream/applications",
+                    self._guard(self.watch, write=False),
+                    methods=["GET"],
+                ),
+                Route("/api/version", self.version, methods=["GET"]),
                 Route("/_sandbox/stats", self.stats, methods=["GET"]),
+                Route("/_sandbox/knobs", self.set_knobs, methods=["POST"]),
                 Route("/_sandbox/faults", self.set_faults, methods=["POST"]),
                 Route("/_sandbox/latency", self.set_latency, methods=["POST"]),
                 Route("/_sandbox/bad-images", self.set_bad_images, methods=["POST"]),
@@ -235,15 +341,27 @@ class ArgoCDApp:
         if names and names != [""]:
             items = [i for i in items if i["metadata"]["name"] in names]
         doc: dict[str, Any] = {"metadata": {"resourceVersion": "0"}, "items": items}
-        fields = [
-            f.strip()
-            for raw in request.query_params.getlist("fields")
-            for f in raw.split(",")
-            if f.strip()
-        ]
-        if fields:
-            doc = prune_fields(doc, fields)
+        raw_fields = ",".join(request.query_params.getlist("fields"))
+        if raw_fields:
+            exclude = raw_fields.startswith("-")
+            requested = {f for f in raw_fields.lstrip("-").split(",") if f}
+            selected = select_fields(items, requested, exclude, self.state.version)
+            doc = {"items": selected or None, "metadata": {"resourceVersion": "0"}}
         return JSONResponse(doc)
+
+    def watch(self, request: Request, user: str) -> Response:
+        """``GET /api/v1/stream/applications?name=APP``: newline-delimited JSON, one
+        ``{"result": {"type", "application"}}`` per event, as grpc-gateway streams a server stream.
+        """
+        name = request.query_params.get("name") or ""
+        if not name:
+            raise invalid_argument("the sandbox watches one named Application (?name=)")
+
+        def lines() -> Iterator[bytes]:
+            for event in self.state.watch(name):
+                yield json.dumps({"result": event}, separators=(",", ":")).encode() + b"\n"
+
+        return StreamingResponse(lines(), media_type="application/json")
 
     def get_app(self, request: Request, user: str) -> Response:
         refresh = request.query_params.get("refresh") or None
@@ -280,6 +398,36 @@ class ArgoCDApp:
         return JSONResponse({})
 
     # -- sandbox knobs ----------------------------------------------------------------------------
+
+    async def version(self, request: Request) -> Response:
+        """``GET /api/version``: only ``Version`` without a valid session (server/version)."""
+        self.knobs.calls["version"] += 1
+        header = request.headers.get("authorization", "")
+        token = header[7:].strip() if header.lower().startswith("bearer ") else ""
+        body: dict[str, Any] = {"Version": self.state.version}
+        if token in self.tokens or token in self.readonly_tokens:
+            body.update(
+                {
+                    "BuildDate": "2026-01-01T00:00:00Z",
+                    "GitCommit": "0" * 40,
+                    "GitTreeState": "clean",
+                    "GoVersion": "go1.24.0",
+                    "Compiler": "gc",
+                    "Platform": "linux/amd64",
+                    "KustomizeVersion": "v5.8.0",
+                }
+            )
+        return JSONResponse(body)
+
+    async def set_knobs(self, request: Request) -> Response:
+        """``POST /_sandbox/knobs`` ``{"progress_deadline": 5, ...}``: set emulator knobs."""
+        body = await request.json()
+        unknown = sorted(set(body) - set(KNOBS))
+        if unknown:
+            return JSONResponse({"error": f"unknown knobs: {unknown}"}, status_code=400)
+        for key, value in body.items():
+            setattr(self.state, key, KNOBS[key](value))
+        return JSONResponse({key: getattr(self.state, key) for key in KNOBS})
 
     async def stats(self, request: Request) -> Response:
         return JSONResponse(
