@@ -1,16 +1,23 @@
 """Argo CD client: read Applications, confirm a revision is deployed and healthy, roll back.
 
-The client speaks Argo CD's REST API (``/api/v1/applications``) over an injectable ``httpx``
-client with a bearer token, and reads the answers into small pydantic models of the fields this
-project depends on. "Deployed" means: the Application's sync revision is the merge commit, the
-sync operation for that commit Succeeded, and health Healthy was observed after that operation
-finished (``status.reconciledAt`` not older than ``operationState.finishedAt``).
+The client speaks Argo CD's REST API (``/api/v1/applications``, the watch stream
+``/api/v1/stream/applications``, ``/api/version``) over an injectable ``httpx`` client with a
+bearer token, and reads the answers into small pydantic models of the fields this project
+depends on. "Deployed" means: the last sync operation Succeeded at the merge commit or at a
+later commit that contains it (a commit that leaves the Application's manifests unchanged
+starts no sync, so the sync revision may be further on), the Application is Synced and Healthy
+now, reconciled strictly after that operation finished (``reconciledAt > finishedAt``: both have
+one-second precision and the reconciliation that starts an auto-sync persists pre-sync health),
+and the live images carry the tags our change set. An unknown Application answers 403
+"permission denied" (``ApplicationNotFoundOrDenied``).
 
 Rollback through Argo CD needs auto-sync off first: Argo CD refuses a rollback with
 FailedPrecondition "rollback cannot be initiated when auto-sync is enabled". ``rollback`` turns
-auto-sync off with a merge patch of ``spec.syncPolicy.automated.enabled=false`` (``prune`` and
-``selfHeal`` kept), marks the Application with the annotation ``AUTOSYNC_DISABLED_ANNOTATION``,
-rolls back and waits until the old revision is healthy.
+auto-sync off (from Argo CD 3.1 a merge patch of ``spec.syncPolicy.automated.enabled=false``,
+``prune`` and ``selfHeal`` kept; before 3.1 ``automated`` is removed and kept in
+``AUTOSYNC_SAVED_ANNOTATION``), marks the Application with ``AUTOSYNC_DISABLED_ANNOTATION``, rolls
+back and waits until the old revision is healthy. An ApplicationSet-managed Application is
+refused (``ManagedByApplicationSet``): its ApplicationSet would put auto-sync back.
 
 **The issue-5351 trap** (argoproj/argo-cd#5351): when the Application itself is managed from Git
 (an app of apps, an ApplicationSet, or any controller applying its manifest), that parent puts

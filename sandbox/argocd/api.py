@@ -2,7 +2,12 @@
 
 Errors are answered in Argo CD's (grpc-gateway's) shape ``{"error", "code", "message"}`` with
 the gRPC code and the HTTP status grpc-gateway maps it to (FailedPrecondition 9 and
-InvalidArgument 3 -> 400, NotFound 5 -> 404, Unauthenticated 16 -> 401, PermissionDenied 7 -> 403).
+InvalidArgument 3 -> 400, Unauthenticated 16 -> 401, PermissionDenied 7 -> 403, Unknown 2 -> 500).
+An unknown Application answers 403 "permission denied", as Argo CD does to hide which exist.
+
+``GET /api/v1/applications?fields=`` keeps only Argo CD's ``appFields`` keys (per version);
+``GET /api/v1/stream/applications?name=`` streams newline-delimited watch events;
+``GET /api/version`` answers the ``version`` knob.
 
 Admin routes (no auth; not counted, never faulted):
 
@@ -15,6 +20,8 @@ Admin routes (no auth; not counted, never faulted):
 - ``POST /_sandbox/reconcile``: reconcile every Application now (what the poller does).
 - ``POST /_sandbox/reenable-autosync`` ``{"app": NAME, "seconds": 2.0 | null}``: simulate Argo CD
   issue 5351 (auto-sync comes back on by itself ``seconds`` after it is turned off).
+- ``POST /_sandbox/knobs`` ``{"version": "v2.14.9", "progress_deadline": 600, ...}``: the
+  emulator's timing and version knobs (``KNOBS``; see ``ArgoCDEmulator``).
 
 Faults and latency apply to ``/api/`` routes only.
 """
