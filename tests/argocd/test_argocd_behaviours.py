@@ -129,6 +129,8 @@ def test_a_later_change_to_our_images_supersedes_ours(argo: Argo, repo: Repo) ->
 def test_bad_image_stays_progressing_until_the_progress_deadline(repo: Repo) -> None:
     with running(repo, progress_deadline=3.0, bad_image_patterns=["*:v6.6.6"]) as argo:
         sha = repo.push_tags({"frontend": "v6.6.6"})
+        raw_app(argo, refresh="normal")  # Argo CD syncs it (the render may take a while here)
+        argo.emulator.wait_idle(5)
         with pytest.raises(DeploymentStuckProgressing) as stuck:
             argo.client().confirm_deployed(PROD, sha, timeout=1.5, poll_interval=0.05)
         assert isinstance(stuck.value, DeploymentTimedOut)
@@ -349,12 +351,18 @@ def test_failing_autosync_retries_before_it_fails(repo: Repo) -> None:
         repo, failing_image_patterns=["*:v6.6.6"], sync_retry_limit=3, sync_retry_backoff=0.4
     ) as argo:
         sha = repo.push_tags({"frontend": "v6.6.6"})
-        with pytest.raises(DeploymentTimedOut, match=r"Retrying attempt #\d") as waiting:
-            argo.client().confirm_deployed(PROD, sha, timeout=0.6, poll_interval=0.05)
-        assert not isinstance(waiting.value, DeploymentFailed)
+        raw_app(argo, refresh="normal")  # the automated sync starts and fails its first attempt
+        deadline = time.monotonic() + 10
         state = raw_app(argo)["status"]["operationState"]
+        while state.get("retryCount", 0) < 1 and time.monotonic() < deadline:
+            time.sleep(0.02)
+            state = raw_app(argo)["status"]["operationState"]
         assert state["phase"] == "Running" and state["retryCount"] >= 1
+        assert "Retrying attempt #1 at " in state["message"]
         assert state["operation"]["retry"] == {"limit": 3}
+        with pytest.raises(DeploymentTimedOut, match=r"Retrying attempt #\d") as waiting:
+            argo.client().confirm_deployed(PROD, sha, timeout=0.3, poll_interval=0.05)
+        assert not isinstance(waiting.value, DeploymentFailed)
         with pytest.raises(DeploymentFailed, match=r"retried 3 times"):
             argo.client().confirm_deployed(PROD, sha, timeout=10, poll_interval=0.05)
 
