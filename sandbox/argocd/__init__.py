@@ -143,6 +143,10 @@ class ArgoCDEmulator:
         """Simulate Argo CD issue 5351 for ``app``: auto-sync comes back ``seconds`` after off."""
         self.state.set_reenable_autosync_after(app, seconds)
 
+    def set_applicationset(self, app: str, applicationset: str | None) -> None:
+        """Make ``app`` owned by ``applicationset`` (None: by none); see ``AppSpec.applicationset``."""
+        self.state.set_applicationset(app, applicationset)
+
     def set_knobs(self, **knobs: Any) -> None:
         """Set ``ArgoCDState`` knobs by name (the constructor's keywords), e.g. ``version``."""
         for key, value in knobs.items():

@@ -20,6 +20,8 @@ Admin routes (no auth; not counted, never faulted):
 - ``POST /_sandbox/reconcile``: reconcile every Application now (what the poller does).
 - ``POST /_sandbox/reenable-autosync`` ``{"app": NAME, "seconds": 2.0 | null}``: simulate Argo CD
   issue 5351 (auto-sync comes back on by itself ``seconds`` after it is turned off).
+- ``POST /_sandbox/applicationset`` ``{"app": NAME, "applicationset": "set-name" | null}``: make the
+  Application owned by an ApplicationSet (``ownerReferences``), which then puts its spec back.
 - ``POST /_sandbox/knobs`` ``{"version": "v2.14.9", "progress_deadline": 600, ...}``: the
   emulator's timing and version knobs (``KNOBS``; see ``ArgoCDEmulator``).
 
@@ -276,6 +278,7 @@ class ArgoCDApp:
                 Route("/_sandbox/bad-images", self.set_bad_images, methods=["POST"]),
                 Route("/_sandbox/reconcile", self.reconcile, methods=["POST"]),
                 Route("/_sandbox/reenable-autosync", self.set_reenable, methods=["POST"]),
+                Route("/_sandbox/applicationset", self.set_applicationset, methods=["POST"]),
             ]
         )
 
@@ -469,6 +472,15 @@ class ArgoCDApp:
 
         await run_in_threadpool(self.state.reconcile_all)
         return JSONResponse({"reconciled": self.state.names()})
+
+    async def set_applicationset(self, request: Request) -> Response:
+        body = await request.json()
+        owner = body.get("applicationset")
+        try:
+            self.state.set_applicationset(str(body["app"]), None if owner is None else str(owner))
+        except ArgoAPIError as exc:
+            return error(exc)
+        return JSONResponse({"app": body["app"], "applicationset": owner})
 
     async def set_reenable(self, request: Request) -> Response:
         body = await request.json()

@@ -1152,6 +1152,35 @@ class ArgoCDState:
     def bad_image_patterns(self) -> tuple[str, ...]:
         return self._bad_patterns
 
+    def set_applicationset(self, name: str, applicationset: str | None) -> None:
+        """Make ``name`` owned by ``applicationset`` (its spec now is the template), or not."""
+        with self._lock:
+            app = self._get(name)
+            refs = [
+                r
+                for r in app.metadata.get("ownerReferences") or []
+                if r.get("kind") != "ApplicationSet"
+            ]
+            if applicationset:
+                refs.append(
+                    {
+                        "apiVersion": "argoproj.io/v1alpha1",
+                        "kind": "ApplicationSet",
+                        "name": applicationset,
+                        "uid": str(uuid.uuid4()),
+                        "controller": True,
+                        "blockOwnerDeletion": True,
+                    }
+                )
+                app.template = {"spec": copy.deepcopy(app.spec), "annotations": None}
+            else:
+                app.template = None
+            if refs:
+                app.metadata["ownerReferences"] = refs
+            else:
+                app.metadata.pop("ownerReferences", None)
+            self._touch(app)
+
     def set_reenable_autosync_after(self, name: str, seconds: float | None) -> None:
         with self._lock:
             self._get(name).reenable_autosync_after = seconds

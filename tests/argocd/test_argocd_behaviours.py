@@ -341,6 +341,16 @@ def test_applicationset_app_puts_its_spec_back_and_refuses_argocd_rollback(repo:
         with pytest.raises(ManagedByApplicationSet):
             client.rollback_target(PROD)
         assert client.get_app(PROD).autosync_enabled  # nothing was touched
+        # The same over the sandbox's HTTP knob, for the launcher's sandbox.
+        httpx.post(
+            f"{argo.url}/_sandbox/applicationset", json={"app": PROD, "applicationset": None}
+        ).raise_for_status()
+        assert client.rollback_target(PROD).revision == repo.seed_sha
+        httpx.post(
+            f"{argo.url}/_sandbox/applicationset", json={"app": PROD, "applicationset": "other"}
+        ).raise_for_status()
+        with pytest.raises(ManagedByApplicationSet, match="'other'"):
+            client.disable_autosync(PROD)
 
 
 # -- 10. auto-sync retries -----------------------------------------------------------------------
