@@ -404,12 +404,19 @@ def _fresh(reconciled: datetime | None, finished: datetime | None) -> bool:
 
 
 def image_tags(images: Iterable[str]) -> dict[str, list[str]]:
-    """Image name -> the tags running for it, from ``status.summary.images``."""
+    """Image name -> the tags running for it, from ``status.summary.images``.
+
+    ``name:tag@sha256:...`` counts as ``tag``; ``name@sha256:...`` as ``@sha256:...``; a bare
+    name as ``latest`` (as ``promotion.drift.split_image``).
+    """
     out: dict[str, list[str]] = {}
     for ref in images:
-        name, _, _digest = ref.partition("@")
+        name, at, digest = ref.partition("@")
         slash, colon = name.rfind("/"), name.rfind(":")
-        image, tag = (name[:colon], name[colon + 1 :]) if colon > slash else (name, "latest")
+        if colon > slash:
+            image, tag = name[:colon], name[colon + 1 :]
+        else:
+            image, tag = name, f"@{digest}" if at else "latest"
         tags = out.setdefault(image, [])
         if tag not in tags:
             tags.append(tag)
@@ -879,7 +886,11 @@ class ArgoCDClient:
         if health.status != "Healthy":
             return None
         live = image_tags(current.status.summary.images)
-        differ = {name: tag for name, tag in expected.items() if live.get(name) != [tag]}
+        differ = {
+            name: tag
+            for name, tag in expected.items()
+            if live.get(name) != [f"@{tag}" if tag.startswith("sha256:") else tag]
+        }
         if differ:
             if all(live.get(name) for name in differ):
                 changes = ", ".join(

@@ -31,6 +31,7 @@ from promotion.argocd import (
     DeploymentTimedOut,
     ManagedByApplicationSet,
     RollbackRefused,
+    image_tags,
     is_transient,
 )
 from promotion.config import Settings
@@ -441,3 +442,20 @@ def test_confirm_falls_back_to_polls_when_the_stream_breaks(repo: Repo) -> None:
         calls = argo.emulator.stats()["calls"]
         assert calls["watch"] == 3  # three broken streams, then polls only
         assert calls["get_app"] > 2
+
+
+def test_live_image_tags_from_the_summary() -> None:
+    assert image_tags(
+        [
+            f"{FRONTEND}:v1.0.1",
+            "r.example/a/c:v2@sha256:ab",
+            "r.example/a/d@sha256:cd",
+            "localhost:5000/x",
+            "localhost:5000/x:v3",
+        ]
+    ) == {
+        FRONTEND: ["v1.0.1"],
+        "r.example/a/c": ["v2"],
+        "r.example/a/d": ["@sha256:cd"],
+        "localhost:5000/x": ["latest", "v3"],
+    }
