@@ -189,6 +189,9 @@ def merge(
 
 def confirm(rt: Runtime, env: Environment, release: Release, merged: MergeRecord) -> Deployed:
     """Wait until Argo CD runs our merge (or a later commit containing it) with our images."""
+    # Our change set these tags: a later commit that contains our merge but runs other tags
+    # (a newer release, a revert) does not confirm ours.
+    expected = {image: str(release) for image in rt.config.images().values()}
     return argo_tasks.confirm_deployed(
         rt.argocd(),
         env.argocd_app,
@@ -196,6 +199,7 @@ def confirm(rt: Runtime, env: Environment, release: Release, merged: MergeRecord
         timeout=rt.settings.deploy_timeout,
         poll_interval=rt.settings.poll_interval,
         repository=rt.github(),
+        expected_images=expected,
     )
 
 

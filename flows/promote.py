@@ -33,7 +33,7 @@ from flows.environment import (
 from flows.holds import hold, read_holds
 from flows.rollback import run_rollback
 from flows.runtime import Runtime, load_runtime, publish_report, remember, run_started
-from promotion.argocd import Deployed, DeploymentDegraded, DeploymentTimedOut
+from promotion.argocd import Deployed, DeploymentDegraded, DeploymentStuckProgressing
 from promotion.config import Approval, ConfigError, Environment, Evidence, When, valid_login
 from promotion.models import Release
 from promotion.names import PROMOTE_FLOW
@@ -244,8 +244,8 @@ def confirm_or_roll_back(run: Promotion, env: Environment, merged: MergeRecord) 
     """Confirm the deployment; if it turns Degraded (or stays Progressing), roll it back."""
     try:
         return confirm(run.rt, env, run.release, merged)
-    except (DeploymentDegraded, DeploymentTimedOut) as exc:
-        stuck = not isinstance(exc, DeploymentDegraded)
+    except (DeploymentDegraded, DeploymentStuckProgressing) as exc:
+        stuck = isinstance(exc, DeploymentStuckProgressing)
         record = run.report.environment(env.name)
         record.health = "Progressing" if stuck else "Degraded"
         if run.auto_rollback == "off" or (

@@ -363,11 +363,14 @@ class Settings(BaseSettings):
     argocd_ui_url: str | None = None
     github_ui_url: str | None = None
     poll_interval: float = Field(default=2.0, gt=0, le=60)  # seconds between status polls
-    # Longer than a Deployment's default progress deadline (600 s), so that a bad image turns
-    # Degraded (and can be rolled back) before we give up waiting.
+    # Seconds to wait for Argo CD to confirm a deployment. Keep it above the Deployments'
+    # progress deadline (``progressDeadlineSeconds``, 600 s by default): a bad image stays
+    # Progressing that long before Argo CD reports it Degraded.
     deploy_timeout: float = Field(default=900.0, gt=0)
     checks_timeout: float = Field(default=900.0, gt=0)
-    rollback_when_stuck_progressing: bool = False  # auto_rollback also for "still Progressing"
+    # Treat a deployment still Progressing at ``deploy_timeout`` (DeploymentStuckProgressing)
+    # like a Degraded one: roll back automatically when the promotion's auto-rollback is on.
+    rollback_when_stuck_progressing: bool = False
 
     SECRET_BLOCKS: ClassVar[dict[str, str]] = {
         "github_token": "release-promotion-github-token",

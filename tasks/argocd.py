@@ -135,17 +135,27 @@ def confirm_deployed(
     timeout: float = 300.0,
     poll_interval: float = 2.0,
     repository: GitHubTarget | None = None,
+    expected_images: dict[str, str] | None = None,
 ) -> Deployed:
-    """Wait until Argo CD runs ``revision`` of ``app``, synced and Healthy.
+    """Wait until Argo CD runs the change merged as ``revision`` on ``app``, synced and Healthy.
+
+    Confirmed when the last sync operation Succeeded at ``revision`` (or a later commit that
+    contains it), the app is Synced and Healthy now (reconciled after that operation) and, with
+    ``expected_images``, the live images carry exactly those tags. The branch head may have
+    moved on: a commit that does not change the app's manifests starts no sync.
 
     Args:
         target: Where Argo CD is and the token.
         app: The Application name.
         revision: The commit SHA that must be deployed (the merge commit).
-        timeout: Seconds to wait before failing with the last state seen.
-        poll_interval: Seconds between reads.
+        timeout: Seconds to wait before failing with the last state seen (keep it above the
+            Deployments' progress deadline, 600 s by default: ``Settings.deploy_timeout``).
+        poll_interval: Seconds between reads when Argo CD's watch stream is unavailable.
         repository: The GitOps repository: when given, a later commit that contains
             ``revision`` (another merge landed before Argo CD synced) also confirms it.
+        expected_images: Image name -> tag our change set (for example
+            ``{"registry.digitalocean.com/microservices-demo/frontend": "v1.0.1"}``); a later
+            change to those images (newer release, revert) raises ``DeploymentSuperseded``.
 
     Returns:
         What was confirmed: revision (the commit that really runs), health, history id, seconds.
@@ -163,7 +173,12 @@ def confirm_deployed(
 
         client = stack.enter_context(_client(target))
         deployed = client.confirm_deployed(
-            app, revision, timeout=timeout, poll_interval=poll_interval, contains=contains
+            app,
+            revision,
+            expected_images=expected_images,
+            timeout=timeout,
+            poll_interval=poll_interval,
+            contains=contains,
         )
     if deployed.revision != revision:
         logger.info(

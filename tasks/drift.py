@@ -26,17 +26,20 @@ from tasks.retry import transient_retries
 
 DRIFT_EVENT = "release-promotion.drift.detected"
 
-# What the audit reads of each Application: the list answer is narrowed to these.
+# What the audit reads of each Application: the list answer is narrowed to these. Argo CD keeps
+# only the keys of its fixed whitelist (``appFields`` in pkg/apiclient/application/
+# forwarder_overwrite.go) and drops any other path silently: ``items.status.summary.images``,
+# ``items.spec.source`` and (before 3.5) ``items.status.sync.revision`` would come back empty.
+# ``items.status.operationState.operation.sync`` returns the last sync's *result* (its revision).
 LIST_FIELDS = (
     "items.metadata.name",
     "items.metadata.labels",
     "items.metadata.annotations",
-    "items.spec.source",
-    "items.spec.syncPolicy",
+    "items.spec",
     "items.status.sync.status",
-    "items.status.sync.revision",
     "items.status.health",
-    "items.status.summary.images",
+    "items.status.summary",
+    "items.status.operationState.operation.sync",
 )
 
 
@@ -46,7 +49,9 @@ def to_live_app(app: Application, environment_label: str) -> LiveApp:
         name=app.name,
         environment=app.metadata.labels.get(environment_label, ""),
         sync_status=app.status.sync.status,
-        sync_revision=app.status.sync.revision,
+        # sync.revision is outside the whitelist before Argo CD 3.5: the last sync's revision.
+        sync_revision=app.status.sync.revision
+        or (app.status.operation_state.revision if app.status.operation_state else ""),
         health_status=app.status.health.status,
         health_message=app.status.health.message,
         autosync_enabled=app.autosync_enabled,

@@ -1,8 +1,9 @@
 """An Argo CD API emulator over a real bare git repository, rendering with the real kustomize.
 
-``ArgoCDEmulator`` serves the parts of Argo CD's REST API this project depends on (list, get with
-refresh, sync, rollback, patch, spec update, operation termination) with the real field names, and
-knobs under ``/_sandbox/`` for faults, latency, bad images and call counts::
+``ArgoCDEmulator`` serves the parts of Argo CD's REST API this project depends on (list with the
+``fields`` whitelist, get with refresh, the watch stream, version, sync, rollback, patch, spec
+update, operation termination) with the real field names, and knobs under ``/_sandbox/`` for
+faults, latency, bad images, versions, timings and call counts::
 
     emulator = ArgoCDEmulator(bare_repo, [AppSpec("prod-app", "kustomize/prod")], token="t")
     server = serve_in_thread(emulator.app)
@@ -15,10 +16,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from sandbox.argocd.api import ArgoCDApp, Knobs
-from sandbox.argocd.core import AppSpec, ArgoAPIError, ArgoCDState
+from sandbox.argocd.api import KNOBS, ArgoCDApp, Knobs
+from sandbox.argocd.core import DEFAULT_VERSION, AppSpec, ArgoAPIError, ArgoCDState
 
-__all__ = ["AppSpec", "ArgoAPIError", "ArgoCDEmulator"]
+__all__ = ["DEFAULT_VERSION", "AppSpec", "ArgoAPIError", "ArgoCDEmulator"]
 
 
 class ArgoCDEmulator:
@@ -37,6 +38,27 @@ class ArgoCDEmulator:
         reenable_autosync_after: Simulate Argo CD issue 5351 for every Application (an
             Application managed from Git): auto-sync turned off through the API comes back on
             by itself after this many seconds. Per Application: ``AppSpec.reenable_autosync_after``.
+        version: What ``GET /api/version`` answers (default ``DEFAULT_VERSION``, a 3.1 release).
+            Before 3.1 ``spec.syncPolicy.automated.enabled`` does not exist (it is pruned from
+            specs; only removing ``automated`` turns auto-sync off); the list call's ``fields``
+            whitelist also follows the version.
+        progress_deadline: Seconds an image matching ``bad_image_patterns`` stays Progressing
+            before it turns Degraded (Kubernetes' default ``progressDeadlineSeconds`` is 600);
+            None (default): ``health_delay``, fast for tests.
+        repo_error_grace: Seconds a repository error (a render failure) is ignored by
+            non-hard comparisons, which keep the old status (Argo CD: 180).
+        refresh_latency: Seconds a ``GET ...?refresh=`` waits after reconciling.
+        refresh_deadline: If ``refresh_latency`` exceeds it, the refresh answers HTTP 500
+            "application refresh deadline exceeded" after this many seconds.
+        sync_retry_limit: Retries of a failing automated sync (Argo CD: 5).
+        sync_retry_backoff: Seconds before the first retry, doubled each time (Argo CD: 5).
+        failing_image_patterns: ``fnmatch`` patterns on ``name:tag``; a sync applying a match
+            fails ("one or more objects failed to apply"), retried as above.
+        stale_health_window: Seconds the pre-sync health persisted by the reconciliation that
+            started an automated sync stays visible (until the next reconciliation).
+        applicationset_revert_after: Seconds after a spec change of an ApplicationSet-owned
+            Application (``AppSpec.applicationset``) until its ApplicationSet puts it back.
+        watch_break_after: Close each watch stream after this many seconds (None: never).
     """
 
     def __init__(
@@ -52,6 +74,17 @@ class ArgoCDEmulator:
         readonly_tokens: Mapping[str, str] | None = None,
         repo_url: str | None = None,
         reenable_autosync_after: float | None = None,
+        version: str = DEFAULT_VERSION,
+        progress_deadline: float | None = None,
+        repo_error_grace: float = 180.0,
+        refresh_latency: float = 0.0,
+        refresh_deadline: float | None = None,
+        sync_retry_limit: int = 5,
+        sync_retry_backoff: float = 0.1,
+        failing_image_patterns: Iterable[str] = (),
+        stale_health_window: float = 0.3,
+        applicationset_revert_after: float = 0.1,
+        watch_break_after: float | None = None,
     ) -> None:
         self.state = ArgoCDState(
             repo,
@@ -61,6 +94,17 @@ class ArgoCDEmulator:
             health_delay=health_delay,
             bad_image_patterns=bad_image_patterns,
             sync_duration=sync_duration,
+            version=version,
+            progress_deadline=progress_deadline,
+            repo_error_grace=repo_error_grace,
+            refresh_latency=refresh_latency,
+            refresh_deadline=refresh_deadline,
+            sync_retry_limit=sync_retry_limit,
+            sync_retry_backoff=sync_retry_backoff,
+            failing_image_patterns=failing_image_patterns,
+            stale_health_window=stale_health_window,
+            applicationset_revert_after=applicationset_revert_after,
+            watch_break_after=watch_break_after,
         )
         if reenable_autosync_after is not None:
             for app in self.state.names():
@@ -98,6 +142,21 @@ class ArgoCDEmulator:
     def set_reenable_autosync_after(self, app: str, seconds: float | None) -> None:
         """Simulate Argo CD issue 5351 for ``app``: auto-sync comes back ``seconds`` after off."""
         self.state.set_reenable_autosync_after(app, seconds)
+
+    def set_applicationset(self, app: str, applicationset: str | None) -> None:
+        """Make ``app`` owned by ``applicationset`` (None: by none); see ``AppSpec.applicationset``."""
+        self.state.set_applicationset(app, applicationset)
+
+    def set_knobs(self, **knobs: Any) -> None:
+        """Set ``ArgoCDState`` knobs by name (the constructor's keywords), e.g. ``version``."""
+        for key, value in knobs.items():
+            if key not in KNOBS:
+                raise TypeError(f"unknown Argo CD emulator knob {key!r}")
+            setattr(self.state, key, KNOBS[key](value))
+
+    def healthy_reported_at(self, app: str) -> float | None:
+        """Monotonic time the API first showed ``app`` Healthy, reconciled after its last sync."""
+        return self.state.healthy_reported_at(app)
 
     def reconcile(self, app: str | None = None) -> None:
         """Reconcile one Application (or all) now, as the poller would."""

@@ -2,7 +2,12 @@
 
 Errors are answered in Argo CD's (grpc-gateway's) shape ``{"error", "code", "message"}`` with
 the gRPC code and the HTTP status grpc-gateway maps it to (FailedPrecondition 9 and
-InvalidArgument 3 -> 400, NotFound 5 -> 404, Unauthenticated 16 -> 401, PermissionDenied 7 -> 403).
+InvalidArgument 3 -> 400, Unauthenticated 16 -> 401, PermissionDenied 7 -> 403, Unknown 2 -> 500).
+An unknown Application answers 403 "permission denied", as Argo CD does to hide which exist.
+
+``GET /api/v1/applications?fields=`` keeps only Argo CD's ``appFields`` keys (per version);
+``GET /api/v1/stream/applications?name=`` streams newline-delimited watch events;
+``GET /api/version`` answers the ``version`` knob.
 
 Admin routes (no auth; not counted, never faulted):
 
@@ -15,6 +20,10 @@ Admin routes (no auth; not counted, never faulted):
 - ``POST /_sandbox/reconcile``: reconcile every Application now (what the poller does).
 - ``POST /_sandbox/reenable-autosync`` ``{"app": NAME, "seconds": 2.0 | null}``: simulate Argo CD
   issue 5351 (auto-sync comes back on by itself ``seconds`` after it is turned off).
+- ``POST /_sandbox/applicationset`` ``{"app": NAME, "applicationset": "set-name" | null}``: make the
+  Application owned by an ApplicationSet (``ownerReferences``), which then puts its spec back.
+- ``POST /_sandbox/knobs`` ``{"version": "v2.14.9", "progress_deadline": 600, ...}``: the
+  emulator's timing and version knobs (``KNOBS``; see ``ArgoCDEmulator``).
 
 Faults and latency apply to ``/api/`` routes only.
 """
@@ -26,15 +35,41 @@ import re
 import threading
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from sandbox.argocd.core import ArgoAPIError, ArgoCDState, invalid_argument
+from sandbox.argocd.core import ArgoAPIError, ArgoCDState, invalid_argument, version_tuple
+
+
+def _optional_float(value: Any) -> float | None:
+    return None if value is None else float(value)
+
+
+def _patterns(value: Any) -> tuple[str, ...]:
+    return tuple(str(v) for v in value)
+
+
+# The ``ArgoCDState`` knobs ``POST /_sandbox/knobs`` may set, with their parsers.
+KNOBS: dict[str, Callable[[Any], Any]] = {
+    "version": str,
+    "health_delay": float,
+    "progress_deadline": _optional_float,
+    "repo_error_grace": float,
+    "refresh_latency": float,
+    "refresh_deadline": _optional_float,
+    "sync_retry_limit": int,
+    "sync_retry_backoff": float,
+    "failing_image_patterns": _patterns,
+    "stale_health_window": float,
+    "applicationset_revert_after": float,
+    "watch_break_after": _optional_float,
+    "sync_duration": float,
+}
 
 
 class Knobs:
@@ -103,24 +138,97 @@ def matches(labels: dict[str, str], requirements: list[Requirement]) -> bool:
     return True
 
 
-def prune_fields(doc: Any, fields: list[str]) -> Any:
-    """Keep only the dotted ``fields`` of ``doc``; lists are walked through transparently."""
-    tree: dict[str, Any] = {}
-    for path in fields:
-        node = tree
-        for part in path.split("."):
-            node = node.setdefault(part, {})
-    return _prune(doc, tree)
+# pkg/apiclient/application/forwarder_overwrite.go ``appFields``: the only keys the list call's
+# ``fields`` parameter can select (argo-cd v2.x to v3.1; status.sourceHydrator from v3.2; the
+# spec.* sub-fields and status.sync.revision from v3.5). Any other path is dropped silently.
+APP_FIELDS = (
+    "metadata.name",
+    "metadata.namespace",
+    "metadata.annotations",
+    "metadata.labels",
+    "metadata.creationTimestamp",
+    "metadata.deletionTimestamp",
+    "spec",
+    "status.sync.status",
+    "status.health",
+    "status.summary",
+    "status.operationState.startedAt",
+    "status.operationState.finishedAt",
+    "status.resources",
+    "operation.sync",
+    "status.operationState.phase",
+    "status.operationState.operation.sync",
+)
+APP_FIELDS_FROM_3_2 = ("status.sourceHydrator",)
+APP_FIELDS_FROM_3_5 = (
+    "spec.destination",
+    "spec.project",
+    "spec.source",
+    "spec.sources",
+    "spec.sourceHydrator",
+    "spec.syncPolicy",
+    "status.sync.revision",
+)
+_OMIT = object()  # an extractor's untyped nil: the key is left out (a typed nil is JSON null)
 
 
-def _prune(doc: Any, tree: dict[str, Any]) -> Any:
-    if not tree:
-        return doc
-    if isinstance(doc, list):
-        return [_prune(item, tree) for item in doc]
-    if not isinstance(doc, dict):
-        return doc
-    return {key: _prune(doc[key], sub) for key, sub in tree.items() if key in doc}
+def app_fields(version: str) -> tuple[str, ...]:
+    """The ``appFields`` keys of Argo CD ``version``."""
+    fields: tuple[str, ...] = APP_FIELDS
+    if version_tuple(version) >= (3, 2, 0):
+        fields += APP_FIELDS_FROM_3_2
+    if version_tuple(version) >= (3, 5, 0):
+        fields += APP_FIELDS_FROM_3_5
+    return fields
+
+
+def _extract(app: dict[str, Any], field: str) -> Any:
+    """The value ``appFields[field]`` gives for ``app`` (JSON), ``_OMIT`` for an untyped nil."""
+    status = app.get("status") or {}
+    if field.startswith("status.operationState."):
+        state = status.get("operationState")
+        if state is None:
+            return _OMIT
+        if field == "status.operationState.operation.sync":
+            return state.get("syncResult")  # sic: this key returns the sync *result*
+        return state.get(field.rsplit(".", 1)[1])
+    if field == "operation.sync":
+        operation = app.get("operation")
+        return _OMIT if operation is None else operation.get("sync")
+    if field == "status.resources":
+        return status.get("resources") or _OMIT
+    node: Any = app
+    for part in field.split("."):
+        node = node.get(part) if isinstance(node, dict) else None
+    return node  # a nil map or pointer is encoded as null
+
+
+def select_fields(
+    items: list[dict[str, Any]], requested: set[str], exclude: bool, version: str
+) -> list[dict[str, Any]]:
+    """Each Application reduced to the selected ``appFields`` keys, as Argo CD's list answers."""
+    whitelist = app_fields(version)
+    chosen = {f for f in whitelist if (f"items.{f}" in requested) != exclude}
+    # An ancestor's value covers its descendants (v3.5 selectAppFields).
+    chosen = {
+        f
+        for f in chosen
+        if not any(".".join(f.split(".")[:i]) in chosen for i in range(1, f.count(".") + 1))
+    }
+    out = []
+    for item in items:
+        converted: dict[str, Any] = {}
+        for field in sorted(chosen):
+            value = _extract(item, field)
+            if value is _OMIT:
+                continue
+            node = converted
+            *parents, leaf = field.split(".")
+            for part in parents:
+                node = node.setdefault(part, {})
+            node[leaf] = value
+        out.append(converted)
+    return out
 
 
 class ArgoCDApp:
@@ -157,12 +265,20 @@ class ArgoCDApp:
                     self._guard(self.terminate, write=True),
                     methods=["DELETE"],
                 ),
+                Route(
+                    "/api/v1/stream/applications",
+                    self._guard(self.watch, write=False),
+                    methods=["GET"],
+                ),
+                Route("/api/version", self.version, methods=["GET"]),
                 Route("/_sandbox/stats", self.stats, methods=["GET"]),
+                Route("/_sandbox/knobs", self.set_knobs, methods=["POST"]),
                 Route("/_sandbox/faults", self.set_faults, methods=["POST"]),
                 Route("/_sandbox/latency", self.set_latency, methods=["POST"]),
                 Route("/_sandbox/bad-images", self.set_bad_images, methods=["POST"]),
                 Route("/_sandbox/reconcile", self.reconcile, methods=["POST"]),
                 Route("/_sandbox/reenable-autosync", self.set_reenable, methods=["POST"]),
+                Route("/_sandbox/applicationset", self.set_applicationset, methods=["POST"]),
             ]
         )
 
@@ -235,15 +351,27 @@ class ArgoCDApp:
         if names and names != [""]:
             items = [i for i in items if i["metadata"]["name"] in names]
         doc: dict[str, Any] = {"metadata": {"resourceVersion": "0"}, "items": items}
-        fields = [
-            f.strip()
-            for raw in request.query_params.getlist("fields")
-            for f in raw.split(",")
-            if f.strip()
-        ]
-        if fields:
-            doc = prune_fields(doc, fields)
+        raw_fields = ",".join(request.query_params.getlist("fields"))
+        if raw_fields:
+            exclude = raw_fields.startswith("-")
+            requested = {f for f in raw_fields.lstrip("-").split(",") if f}
+            selected = select_fields(items, requested, exclude, self.state.version)
+            doc = {"items": selected or None, "metadata": {"resourceVersion": "0"}}
         return JSONResponse(doc)
+
+    def watch(self, request: Request, user: str) -> Response:
+        """``GET /api/v1/stream/applications?name=APP``: newline-delimited JSON, one
+        ``{"result": {"type", "application"}}`` per event, as grpc-gateway streams a server stream.
+        """
+        name = request.query_params.get("name") or ""
+        if not name:
+            raise invalid_argument("the sandbox watches one named Application (?name=)")
+
+        def lines() -> Iterator[bytes]:
+            for event in self.state.watch(name):
+                yield json.dumps({"result": event}, separators=(",", ":")).encode() + b"\n"
+
+        return StreamingResponse(lines(), media_type="application/json")
 
     def get_app(self, request: Request, user: str) -> Response:
         refresh = request.query_params.get("refresh") or None
@@ -281,6 +409,36 @@ class ArgoCDApp:
 
     # -- sandbox knobs ----------------------------------------------------------------------------
 
+    async def version(self, request: Request) -> Response:
+        """``GET /api/version``: only ``Version`` without a valid session (server/version)."""
+        self.knobs.calls["version"] += 1
+        header = request.headers.get("authorization", "")
+        token = header[7:].strip() if header.lower().startswith("bearer ") else ""
+        body: dict[str, Any] = {"Version": self.state.version}
+        if token in self.tokens or token in self.readonly_tokens:
+            body.update(
+                {
+                    "BuildDate": "2026-01-01T00:00:00Z",
+                    "GitCommit": "0" * 40,
+                    "GitTreeState": "clean",
+                    "GoVersion": "go1.24.0",
+                    "Compiler": "gc",
+                    "Platform": "linux/amd64",
+                    "KustomizeVersion": "v5.8.0",
+                }
+            )
+        return JSONResponse(body)
+
+    async def set_knobs(self, request: Request) -> Response:
+        """``POST /_sandbox/knobs`` ``{"progress_deadline": 5, ...}``: set emulator knobs."""
+        body = await request.json()
+        unknown = sorted(set(body) - set(KNOBS))
+        if unknown:
+            return JSONResponse({"error": f"unknown knobs: {unknown}"}, status_code=400)
+        for key, value in body.items():
+            setattr(self.state, key, KNOBS[key](value))
+        return JSONResponse({key: getattr(self.state, key) for key in KNOBS})
+
     async def stats(self, request: Request) -> Response:
         return JSONResponse(
             {
@@ -314,6 +472,15 @@ class ArgoCDApp:
 
         await run_in_threadpool(self.state.reconcile_all)
         return JSONResponse({"reconciled": self.state.names()})
+
+    async def set_applicationset(self, request: Request) -> Response:
+        body = await request.json()
+        owner = body.get("applicationset")
+        try:
+            self.state.set_applicationset(str(body["app"]), None if owner is None else str(owner))
+        except ArgoAPIError as exc:
+            return error(exc)
+        return JSONResponse({"app": body["app"], "applicationset": owner})
 
     async def set_reenable(self, request: Request) -> Response:
         body = await request.json()

@@ -21,7 +21,9 @@ import copy
 import fnmatch
 import io
 import itertools
+import math
 import os
+import re
 import shutil
 import subprocess
 import tarfile
@@ -35,7 +37,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -60,7 +62,27 @@ class ArgoAPIError(Exception):
 
 
 def not_found(name: str) -> ArgoAPIError:
-    return ArgoAPIError(404, 5, f'applications.argoproj.io "{name}" not found')
+    """What Argo CD answers for an Application that does not exist: 403 permission denied.
+
+    Argo CD hides whether an Application exists from callers (``server/application/application.go``
+    ``getAppEnforceRBAC``: "If the app does not exist, we return permission denied"), so an unknown
+    name and a missing ``get`` permission answer the same ``PermissionDeniedAPIError``.
+    """
+    return ArgoAPIError(403, 7, "permission denied")
+
+
+def refresh_deadline_exceeded() -> ArgoAPIError:
+    # A plain Go error from ``Server.Get``: grpc-gateway answers it as code Unknown (2), HTTP 500.
+    return ArgoAPIError(500, 2, "application refresh deadline exceeded")
+
+
+def version_tuple(version: str) -> tuple[int, int, int]:
+    """``v3.1.8+becb020`` -> (3, 1, 8); anything unparsable counts as the newest."""
+    match = re.match(r"v?(\d+)\.(\d+)\.(\d+)", version)
+    if match is None:
+        return (99, 0, 0)
+    major, minor, patch = (int(part) for part in match.groups())
+    return (major, minor, patch)
 
 
 def failed_precondition(message: str) -> ArgoAPIError:
@@ -92,10 +114,27 @@ class AppSpec:
     namespace: str | None = None
     project: str = "default"
     reenable_autosync_after: float | None = None
+    applicationset: str | None = None  # owned by this ApplicationSet (ownerReferences)
+
+
+DEFAULT_VERSION = "v3.1.8+becb020"
 
 
 def now_rfc3339() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def rfc3339(wall: float) -> str:
+    return datetime.fromtimestamp(wall, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass(frozen=True)
+class _HealthStage:
+    """A health report due at monotonic time ``at``; ``status`` None only moves reconciledAt."""
+
+    at: float
+    status: str | None
+    message: str = ""
 
 
 @dataclass
@@ -125,20 +164,19 @@ class _App:
     health_status: str = "Missing"
     health_message: str = ""
     health_transition: str = ""
-    health_ready_at: float | None = None
     reconciled_at: str = ""
     observed_at: str = ""
     terminate: threading.Event | None = None
     reenable_timer: threading.Timer | None = None
+    health_timeline: list[_HealthStage] = field(default_factory=list)
+    repo_error_since: float | None = None  # monotonic time the current repo error was first seen
+    template: dict[str, Any] | None = None  # the ApplicationSet's spec and annotations
+    appset_timer: threading.Timer | None = None
+    healthy_reported_at: float | None = None  # monotonic: first fresh Healthy after an operation
 
     @property
     def name(self) -> str:
         return str(self.metadata["name"])
-
-    @property
-    def automated_enabled(self) -> bool:
-        automated = (self.spec.get("syncPolicy") or {}).get("automated")
-        return isinstance(automated, dict) and automated.get("enabled", True) is not False
 
 
 def parse_manifests(manifests: str) -> tuple[tuple[str, ...], tuple[dict[str, str], ...]]:
@@ -175,6 +213,11 @@ def parse_manifests(manifests: str) -> tuple[tuple[str, ...], tuple[dict[str, st
     return tuple(sorted(found)), tuple(resources)
 
 
+def _matching(images: Iterable[str], patterns: Sequence[str]) -> list[str]:
+    """The images (``name:tag``) that match any ``fnmatch`` pattern."""
+    return [image for image in images if any(fnmatch.fnmatchcase(image, p) for p in patterns)]
+
+
 def images_of(manifests: str) -> tuple[str, ...]:
     """The container images of the workloads in rendered manifests, sorted."""
     return parse_manifests(manifests)[0]
@@ -193,14 +236,37 @@ class ArgoCDState:
         health_delay: float = 0.2,
         bad_image_patterns: Iterable[str] = (),
         sync_duration: float = 0.0,
+        version: str = DEFAULT_VERSION,
+        progress_deadline: float | None = None,
+        repo_error_grace: float = 180.0,
+        refresh_latency: float = 0.0,
+        refresh_deadline: float | None = None,
+        sync_retry_limit: int = 5,
+        sync_retry_backoff: float = 0.1,
+        failing_image_patterns: Iterable[str] = (),
+        stale_health_window: float = 0.3,
+        applicationset_revert_after: float = 0.1,
+        watch_break_after: float | None = None,
     ) -> None:
         self.repo = Path(repo)
         self.repo_url = repo_url or self.repo.resolve().as_uri()
         self.reconcile_interval = reconcile_interval
         self.health_delay = health_delay
         self.sync_duration = sync_duration
+        self.version = version
+        self.progress_deadline = progress_deadline
+        self.repo_error_grace = repo_error_grace
+        self.refresh_latency = refresh_latency
+        self.refresh_deadline = refresh_deadline
+        self.sync_retry_limit = sync_retry_limit
+        self.sync_retry_backoff = sync_retry_backoff
+        self.failing_image_patterns: tuple[str, ...] = tuple(failing_image_patterns)
+        self.stale_health_window = stale_health_window
+        self.applicationset_revert_after = applicationset_revert_after
+        self.watch_break_after = watch_break_after
         self._bad_patterns: tuple[str, ...] = tuple(bad_image_patterns)
         self._lock = threading.RLock()
+        self._changed = threading.Condition(self._lock)  # notified on every resourceVersion bump
         self._render_cache: dict[tuple[str, str], _Rendered] = {}
         self._rendering: dict[tuple[str, str], threading.Event] = {}  # renders under way
         self._extract_lock = threading.Lock()
@@ -243,6 +309,8 @@ class ArgoCDState:
             if spec.auto_sync
             else None
         )
+        if automated is not None and not self.has_automated_enabled:
+            del automated["enabled"]
         sync_policy: dict[str, Any] = {"syncOptions": ["CreateNamespace=true"]}
         if automated is not None:
             sync_policy["automated"] = automated
@@ -269,9 +337,37 @@ class ArgoCDState:
             "generation": 1,
             "resourceVersion": str(next(self._resource_version)),
         }
+        template = None
+        if spec.applicationset:
+            metadata["ownerReferences"] = [
+                {
+                    "apiVersion": "argoproj.io/v1alpha1",
+                    "kind": "ApplicationSet",
+                    "name": spec.applicationset,
+                    "uid": str(uuid.uuid4()),
+                    "controller": True,
+                    "blockOwnerDeletion": True,
+                }
+            ]
+            template = {"spec": copy.deepcopy(app_spec), "annotations": None}
         return _App(
-            spec=app_spec, metadata=metadata, reenable_autosync_after=spec.reenable_autosync_after
+            spec=app_spec,
+            metadata=metadata,
+            reenable_autosync_after=spec.reenable_autosync_after,
+            template=template,
         )
+
+    @property
+    def has_automated_enabled(self) -> bool:
+        """``spec.syncPolicy.automated.enabled`` exists from Argo CD 3.1 (types.go ``Enabled``)."""
+        return version_tuple(self.version) >= (3, 1, 0)
+
+    def autosync_on(self, app: _App) -> bool:
+        """Auto-sync is on: ``automated`` is set (and, from 3.1, not ``enabled: false``)."""
+        automated = (app.spec.get("syncPolicy") or {}).get("automated")
+        if not isinstance(automated, dict):
+            return False
+        return not self.has_automated_enabled or automated.get("enabled", True) is not False
 
     def _initial_sync(self, app: _App, sha: str | None = None) -> None:
         """Deploy the current head at once, as if the Application had been synced long ago."""
@@ -281,11 +377,15 @@ class ArgoCDState:
         now = now_rfc3339()
         if rendered.error is not None:
             app.sync_status = "Unknown"
-            app.sync_revision = sha
+            app.sync_revision = app.spec["source"]["targetRevision"]  # no sha was resolved
             app.conditions = [self._comparison_error(rendered.error, now)]
             app.reconciled_at = app.observed_at = now
             return
-        self._record_deployment(app, rendered, now, now, {"username": "admin", "automated": False})
+        # Synced "long ago": the operation ended a second before the first reconciliation.
+        earlier = rfc3339(time.time() - 1.0)
+        self._record_deployment(
+            app, rendered, earlier, earlier, {"username": "admin", "automated": False}
+        )
         app.operation_state = {
             "operation": {
                 "sync": {"revision": sha, "prune": True, "syncStrategy": {"hook": {}}},
@@ -294,8 +394,8 @@ class ArgoCDState:
             },
             "phase": "Succeeded",
             "message": "successfully synced (all tasks run)",
-            "startedAt": now,
-            "finishedAt": now,
+            "startedAt": earlier,
+            "finishedAt": earlier,
             "syncResult": {"revision": sha, "source": copy.deepcopy(app.spec["source"])},
         }
         app.health_status = "Healthy" if not self._bad_images(rendered.images) else "Degraded"
@@ -414,13 +514,11 @@ class ArgoCDState:
     # -- health ---------------------------------------------------------------------------------
 
     def _bad_images(self, images: Iterable[str]) -> list[str]:
-        return [
-            image
-            for image in images
-            if any(fnmatch.fnmatchcase(image, pattern) for pattern in self._bad_patterns)
-        ]
+        return _matching(images, self._bad_patterns)
 
     def _health_message(self, images: Iterable[str]) -> str:
+        # gitops-engine pkg/health/health_deployment.go: a Deployment whose Progressing condition
+        # has reason ProgressDeadlineExceeded is Degraded with this message.
         bad = self._bad_images(images)
         if not bad:
             return ""
@@ -433,16 +531,83 @@ class ArgoCDState:
             )
         return "; ".join(parts)
 
-    def _settle_health(self, app: _App) -> None:
-        """Turn Progressing into Healthy or Degraded once the health delay passed."""
-        if app.health_ready_at is None or time.monotonic() < app.health_ready_at:
-            return
-        app.health_ready_at = None
+    def _schedule_health(self, app: _App, finished_wall: float, *, stale: bool) -> None:
+        """Plan the health reports that follow a sync operation finished at ``finished_wall``.
+
+        - ``stale``: the reconciliation that started an automated sync persists the health it
+          computed BEFORE the sync, stamped in the same second as ``finishedAt`` (the controller's
+          refresh and operation workers run concurrently; timestamps have 1 s precision). The
+          next reconciliation (or ``stale_health_window`` seconds) replaces it.
+        - Progressing while the rollout runs; Healthy after ``health_delay``; an image matching a
+          bad pattern stays Progressing until ``progress_deadline`` (the Deployment's
+          ``progressDeadlineSeconds``, 600 s by default in Kubernetes) and is then Degraded.
+        - As pods change the controller reconciles again: at least one report lands in a later
+          second than ``finishedAt``, so a client can tell a fresh Healthy from a stale one.
+        """
+        now = time.monotonic()
         images = app.deployed.images if app.deployed else ()
-        app.health_status = "Degraded" if self._bad_images(images) else "Healthy"
-        app.health_message = self._health_message(images)
-        app.health_transition = app.reconciled_at = app.observed_at = now_rfc3339()
-        self._touch(app)
+        bad = bool(self._bad_images(images))
+        progressing_at = now + (self.stale_health_window if stale else 0.0)
+        delay = self.health_delay
+        if bad and self.progress_deadline is not None:
+            delay = self.progress_deadline
+        final_at = max(progressing_at + 0.05, now + delay)  # Progressing is seen first
+        next_second = now + (math.floor(finished_wall) + 1.0 - finished_wall) + 0.01
+        stages = [
+            _HealthStage(progressing_at, "Progressing", "Waiting for rollout to finish"),
+            _HealthStage(final_at, "Degraded" if bad else "Healthy", self._health_message(images)),
+        ]
+        if next_second > final_at:
+            stages.append(_HealthStage(next_second, None))
+        app.health_timeline = stages
+        app.healthy_reported_at = None
+        if not stale:
+            self._settle_health(app)
+        for stage in stages:
+            timer = threading.Timer(max(0.0, stage.at - now), self._tick, args=(app.name,))
+            timer.daemon = True
+            timer.start()
+
+    def _tick(self, name: str) -> None:
+        with self._lock:
+            app = self._apps.get(name)
+            if app is not None:
+                self._settle_health(app)
+
+    def _settle_health(self, app: _App, *, reconciling: bool = False) -> None:
+        """Apply the health reports that are due (``reconciling``: end a stale report now)."""
+        now = time.monotonic()
+        while app.health_timeline and (
+            app.health_timeline[0].at <= now
+            or (reconciling and app.health_timeline[0].status == "Progressing")
+        ):
+            stage = app.health_timeline.pop(0)
+            stamp = now_rfc3339()
+            if stage.status is not None and (stage.status, stage.message) != (
+                app.health_status,
+                app.health_message,
+            ):
+                app.health_status, app.health_message = stage.status, stage.message
+                app.health_transition = stamp
+            app.reconciled_at = app.observed_at = stamp
+            self._note_fresh_health(app)
+            self._touch(app)
+
+    def _note_fresh_health(self, app: _App) -> None:
+        """Remember when a client could first accept Healthy after the last operation."""
+        state = app.operation_state or {}
+        if (
+            app.healthy_reported_at is None
+            and app.health_status == "Healthy"
+            and state.get("phase") == "Succeeded"
+            and app.reconciled_at > str(state.get("finishedAt") or "")
+        ):
+            app.healthy_reported_at = time.monotonic()
+
+    def healthy_reported_at(self, name: str) -> float | None:
+        """Monotonic time the API first showed ``name`` Healthy, reconciled after its last sync."""
+        with self._lock:
+            return self._get(name).healthy_reported_at
 
     # -- reconciliation -------------------------------------------------------------------------
 
@@ -454,13 +619,23 @@ class ArgoCDState:
             "lastTransitionTime": now,
         }
 
+    def _set_comparison_error(self, app: _App, message: str, now: str) -> None:
+        condition = self._comparison_error(message, now)
+        # ApplicationStatus.SetConditions keeps a condition's lastTransitionTime while its
+        # message is unchanged.
+        for old in app.conditions:
+            if old.get("type") == condition["type"] and old.get("message") == condition["message"]:
+                condition["lastTransitionTime"] = old.get("lastTransitionTime", now)
+        app.conditions = [condition]
+
     def reconcile(
         self, name: str, *, hard: bool = False, resolved: dict[str, str] | None = None
     ) -> None:
         """Compare the Application with git now; with auto-sync on, start a sync if needed.
 
         ``resolved`` (revision -> sha) shares revision lookups across one pass over many
-        Applications (``reconcile_all``, the poller).
+        Applications (``reconcile_all``, the poller). ``hard`` is a comparison without the
+        revision cache (``refresh=hard``): it reports a repository error at once.
         """
         with self._lock:
             app = self._get(name)
@@ -475,18 +650,33 @@ class ArgoCDState:
         rendered = self._render(sha, source["path"], fresh=hard)
         with self._lock:
             now = now_rfc3339()
-            app.sync_revision = sha
             if rendered.error is not None:
+                # controller/state.go CompareAppState: a repository error first seen, or seen
+                # again within the grace period, is ignored by a non-hard comparison and the old
+                # status is kept (ErrCompareStateRepo); after it, the ComparisonError is reported
+                # and sync.revision is the target revision as written (no sha was resolved).
+                first = app.repo_error_since
+                if not hard and (
+                    first is None or time.monotonic() - first <= self.repo_error_grace
+                ):
+                    if first is None:
+                        app.repo_error_since = time.monotonic()
+                    self.counters["repo_errors_ignored"] += 1
+                    return
                 app.sync_status = "Unknown"
-                app.conditions = [self._comparison_error(rendered.error, now)]
+                app.sync_revision = revision
+                self._set_comparison_error(app, rendered.error, now)
             else:
+                app.repo_error_since = None
+                app.sync_revision = sha
                 app.conditions = []
                 deployed = app.deployed.manifests if app.deployed else None
                 app.sync_status = "Synced" if deployed == rendered.manifests else "OutOfSync"
-            self._settle_health(app)
+            self._settle_health(app, reconciling=True)
             app.reconciled_at = app.observed_at = now
+            self._note_fresh_health(app)
             self._touch(app)
-            if app.automated_enabled and app.operation is None and self._should_autosync(app, sha):
+            if self.autosync_on(app) and app.operation is None and self._should_autosync(app, sha):
                 self._start_operation(
                     app,
                     revision=sha,
@@ -540,7 +730,8 @@ class ArgoCDState:
                 "source": copy.deepcopy(source),
             },
             "initiatedBy": initiated_by,
-            "retry": {},
+            # controller/appcontroller.go autoSync: automated syncs retry up to 5 times.
+            "retry": {"limit": self.sync_retry_limit} if initiated_by.get("automated") else {},
         }
         started = now_rfc3339()
         app.operation = operation
@@ -591,21 +782,70 @@ class ArgoCDState:
                     sha,
                 )
                 return
+            automated = bool(initiated_by.get("automated"))
+            failing = _matching(rendered.images, self.failing_image_patterns)
+            if failing and not self._retry_failed_apply(app, failing, sha, automated, terminate):
+                return
             with self._lock:
-                now = now_rfc3339()
+                now_wall = time.time()
+                now = rfc3339(now_wall)
                 self._record_deployment(app, rendered, started, now, initiated_by, source)
-                app.health_status = "Progressing"
-                app.health_message = "Waiting for rollout to finish"
-                app.health_transition = now
-                app.health_ready_at = time.monotonic() + self.health_delay
                 head_rendered = self._render_cache.get((app.sync_revision, source["path"]))
                 if head_rendered is not None and head_rendered.manifests is not None:
                     app.sync_status = (
                         "Synced" if head_rendered.manifests == rendered.manifests else "OutOfSync"
                     )
                 self._finish(app, "Succeeded", "successfully synced (all tasks run)", sha, source)
+                # An automated sync was started by a reconciliation that persists its pre-sync
+                # health after the operation ended (see ``_schedule_health``).
+                self._schedule_health(app, now_wall, stale=automated)
         except Exception as exc:  # never leave an operation Running forever
             self._finish(app, "Error", f"sandbox error: {exc}", None)
+
+    def _retry_failed_apply(
+        self,
+        app: _App,
+        failing: Sequence[str],
+        sha: str,
+        automated: bool,
+        terminate: threading.Event,
+    ) -> bool:
+        """Fail the apply of ``failing`` images, retrying as Argo CD does; always False.
+
+        controller/appcontroller.go: an automated sync carries ``Retry{Limit: 5}``; a failed
+        attempt within the limit stays phase Running with "<message>. Retrying attempt #n at
+        <time>." and ``retryCount`` n, and is tried again after the backoff (5 s, doubling, in
+        Argo CD; ``sync_retry_backoff`` here); past the limit it ends Failed with
+        "(retried n times)". A manual sync has no retry strategy and fails at once.
+        """
+        names = ", ".join(image.rsplit("/", 1)[-1].split(":", 1)[0] for image in failing)
+        message = (
+            "one or more objects failed to apply, reason: Deployment.apps "
+            f'"{names}" is invalid: spec.template.spec.containers[0].image: Invalid value'
+        )
+        limit = self.sync_retry_limit if automated else 0
+        attempt = 0
+        while attempt < limit:
+            attempt += 1
+            backoff = self.sync_retry_backoff * (2 ** (attempt - 1))
+            retry_at = datetime.now(UTC) + timedelta(seconds=backoff)
+            with self._lock:
+                state = app.operation_state or {}
+                state.update(
+                    phase="Running",
+                    message=f"{message}. Retrying attempt #{attempt} at "
+                    f"{retry_at.strftime('%I:%M%p').lstrip('0')}.",
+                    finishedAt=now_rfc3339(),
+                    retryCount=attempt,
+                )
+                app.operation_state = state
+                self._touch(app)
+            if terminate.wait(backoff):
+                self._finish(app, "Failed", "Operation terminated", None)
+                return False
+        suffix = f" (retried {attempt} times)." if attempt else ""
+        self._finish(app, "Failed", message + suffix, sha)
+        return False
 
     def _record_deployment(
         self,
@@ -665,15 +905,27 @@ class ArgoCDState:
         return app
 
     def _touch(self, app: _App) -> None:
+        # Under the lock: a new resourceVersion wakes the watchers (``watch``).
         app.metadata["resourceVersion"] = str(next(self._resource_version))
+        self._changed.notify_all()
 
     def get(self, name: str, refresh: str | None = None) -> dict[str, Any]:
         if refresh:
             if refresh not in {"normal", "hard"}:
                 raise invalid_argument(f"unknown refresh type {refresh!r}")
             with self._lock:
+                self._get(name)
                 self.counters["refreshes"] += 1
+            # server/application/application.go Get: with ``refresh`` the answer waits until the
+            # controller has reconciled the Application (``refresh_latency`` on a busy one); when
+            # the request's context ends first it fails "application refresh deadline exceeded".
+            # The refresh still happens.
             self.reconcile(name, hard=refresh == "hard")
+            if self.refresh_deadline is not None and self.refresh_latency > self.refresh_deadline:
+                time.sleep(self.refresh_deadline)
+                raise refresh_deadline_exceeded()
+            if self.refresh_latency > 0:
+                time.sleep(self.refresh_latency)
         with self._lock:
             app = self._get(name)
             self._settle_health(app)
@@ -710,7 +962,7 @@ class ArgoCDState:
         with self._lock:
             app = self._get(name)
             self._settle_health(app)
-            if app.automated_enabled:
+            if self.autosync_on(app):
                 raise failed_precondition("rollback cannot be initiated when auto-sync is enabled")
             try:
                 wanted = int(body.get("id", 0))
@@ -749,7 +1001,7 @@ class ArgoCDState:
             raise invalid_argument("merge patch must be a JSON object")
         with self._lock:
             app = self._get(name)
-            was_enabled = app.automated_enabled
+            was_enabled = self.autosync_on(app)
             current = {"metadata": app.metadata, "spec": app.spec}
             merged = _merge_patch(copy.deepcopy(current), patch)
             self._replace_spec(app, merged.get("spec") or {})
@@ -768,7 +1020,7 @@ class ArgoCDState:
             raise invalid_argument("spec must be a JSON object")
         with self._lock:
             app = self._get(name)
-            was_enabled = app.automated_enabled
+            was_enabled = self.autosync_on(app)
             self._replace_spec(app, spec)
             self._after_spec_change(app, was_enabled)
         self.reconcile(name)
@@ -783,11 +1035,25 @@ class ArgoCDState:
                 "spec.source.repoURL and spec.source.path are required"
             )
         app.spec = copy.deepcopy(spec)
+        automated = (app.spec.get("syncPolicy") or {}).get("automated")
+        if isinstance(automated, dict) and not self.has_automated_enabled:
+            # Before 3.1 the CRD has no ``automated.enabled``: the API server prunes the unknown
+            # field, so only removing ``automated`` turns auto-sync off.
+            automated.pop("enabled", None)
         app.metadata["generation"] = int(app.metadata.get("generation", 1)) + 1
         self._touch(app)
 
     def _after_spec_change(self, app: _App, was_enabled: bool) -> None:
-        if was_enabled and not app.automated_enabled and app.reenable_autosync_after is not None:
+        if app.template is not None:
+            if app.appset_timer is not None:
+                app.appset_timer.cancel()
+            revert = threading.Timer(
+                self.applicationset_revert_after, self._applicationset_reconcile, args=(app.name,)
+            )
+            revert.daemon = True
+            app.appset_timer = revert
+            revert.start()
+        if was_enabled and not self.autosync_on(app) and app.reenable_autosync_after is not None:
             if app.reenable_timer is not None:
                 app.reenable_timer.cancel()
             timer = threading.Timer(
@@ -804,13 +1070,77 @@ class ArgoCDState:
             if app is None:
                 return
             policy = app.spec.setdefault("syncPolicy", {})
-            automated = policy.get("automated") or {}
-            automated["enabled"] = True
+            automated = policy.get("automated") or {"prune": True, "selfHeal": True}
+            if self.has_automated_enabled:
+                automated["enabled"] = True
             policy["automated"] = automated
             app.reenable_timer = None
             self.counters["autosync_reenabled"] += 1
             self._touch(app)
         self.reconcile(name)
+
+    def _applicationset_reconcile(self, name: str) -> None:
+        """The ApplicationSet controller puts its template back over the Application.
+
+        docs/user-guide/auto_sync.md: for an ApplicationSet-managed Application, changing
+        ``spec.syncPolicy.automated`` has no effect; the controller rewrites the spec and the
+        annotations it does not preserve (by default it preserves the notification and refresh
+        annotations: docs/operator-manual/applicationset/Controlling-Resource-Modification.md).
+        """
+        with self._lock:
+            app = self._apps.get(name)
+            if app is None or app.template is None:
+                return
+            app.appset_timer = None
+            app.spec = copy.deepcopy(app.template["spec"])
+            preserved = {
+                key: value
+                for key, value in (app.metadata.get("annotations") or {}).items()
+                if key.startswith("notified.notifications.argoproj.io")
+                or key == "argocd.argoproj.io/refresh"
+            }
+            if preserved:
+                app.metadata["annotations"] = preserved
+            else:
+                app.metadata.pop("annotations", None)
+            app.metadata["generation"] = int(app.metadata.get("generation", 1)) + 1
+            self.counters["applicationset_reverts"] += 1
+            self._touch(app)
+        self.reconcile(name)
+
+    # -- watch ----------------------------------------------------------------------------------
+
+    def watch(self, name: str) -> Iterator[dict[str, Any]]:
+        """Events of Application ``name``: ADDED with its state now, then MODIFIED on each change.
+
+        server/application/application.go ``Watch``: a watch of one named Application first
+        sends it as ADDED, then every change the broadcaster sees. An unknown name just sends
+        nothing. Ends when the emulator stops (or after ``watch_break_after`` seconds, to mimic
+        a proxy that cuts long streams).
+        """
+        last: str | None = None
+        ends = (
+            time.monotonic() + self.watch_break_after
+            if self.watch_break_after is not None
+            else None
+        )
+        with self._lock:
+            self.counters["watches"] += 1
+        while not self._stop.is_set() and (ends is None or time.monotonic() < ends):
+            event: dict[str, Any] | None = None
+            with self._changed:
+                app = self._apps.get(name)
+                if app is not None:
+                    self._settle_health(app)
+                    version = str(app.metadata["resourceVersion"])
+                    if version != last:
+                        kind = "ADDED" if last is None else "MODIFIED"
+                        last = version
+                        event = {"type": kind, "application": self._to_json(app)}
+                if event is None:
+                    self._changed.wait(0.25)
+            if event is not None:
+                yield event
 
     # -- knobs ----------------------------------------------------------------------------------
 
@@ -821,6 +1151,35 @@ class ArgoCDState:
     @property
     def bad_image_patterns(self) -> tuple[str, ...]:
         return self._bad_patterns
+
+    def set_applicationset(self, name: str, applicationset: str | None) -> None:
+        """Make ``name`` owned by ``applicationset`` (its spec now is the template), or not."""
+        with self._lock:
+            app = self._get(name)
+            refs = [
+                r
+                for r in app.metadata.get("ownerReferences") or []
+                if r.get("kind") != "ApplicationSet"
+            ]
+            if applicationset:
+                refs.append(
+                    {
+                        "apiVersion": "argoproj.io/v1alpha1",
+                        "kind": "ApplicationSet",
+                        "name": applicationset,
+                        "uid": str(uuid.uuid4()),
+                        "controller": True,
+                        "blockOwnerDeletion": True,
+                    }
+                )
+                app.template = {"spec": copy.deepcopy(app.spec), "annotations": None}
+            else:
+                app.template = None
+            if refs:
+                app.metadata["ownerReferences"] = refs
+            else:
+                app.metadata.pop("ownerReferences", None)
+            self._touch(app)
 
     def set_reenable_autosync_after(self, name: str, seconds: float | None) -> None:
         with self._lock:
@@ -851,9 +1210,12 @@ class ArgoCDState:
             self._poller.join(10)
             self._poller = None
         with self._lock:
+            self._changed.notify_all()
             for app in self._apps.values():
                 if app.reenable_timer is not None:
                     app.reenable_timer.cancel()
+                if app.appset_timer is not None:
+                    app.appset_timer.cancel()
                 if app.terminate is not None:
                     app.terminate.set()
 

@@ -75,21 +75,32 @@ def test_bad_image_pattern_over_http(argo: Argo, repo: Repo) -> None:
         argo.client().confirm_deployed(PROD, sha, timeout=20, poll_interval=0.05)
 
 
-def test_kustomize_error_fails_the_operation_with_its_message(argo: Argo, repo: Repo) -> None:
-    broken = repo.read(PROD_OVERLAY).replace("../base", "../no-such-base")
-    sha = repo.push({PROD_OVERLAY: broken}, "break the overlay")
-    with pytest.raises(DeploymentFailed) as caught:
-        argo.client().confirm_deployed(PROD, sha, timeout=20, poll_interval=0.05)
-    message = str(caught.value)
-    assert "no-such-base" in message
-    assert "kustomize" in message
-    app = argo.client().get_app(PROD)
-    assert app.status.sync.status == "Unknown"
-    assert app.status.conditions[0].type == "ComparisonError"
-    # as Argo CD: no automated sync of an Unknown app, the old revision still runs
-    assert app.status.operation_state is not None
-    assert app.status.operation_state.revision == repo.seed_sha
-    assert app.status.health.status == "Healthy"
+def test_kustomize_error_fails_the_operation_with_its_message(repo: Repo) -> None:
+    # Argo CD keeps the old status for a new repository error during its grace period (180 s;
+    # short here), then reports the ComparisonError with sync.revision = the branch name.
+    running = start_argo(repo, repo_error_grace=0.3, reconcile_interval=0.2)
+    try:
+        broken = repo.read(PROD_OVERLAY).replace("../base", "../no-such-base")
+        sha = repo.push({PROD_OVERLAY: broken}, "break the overlay")
+        started = time.monotonic()
+        with pytest.raises(DeploymentFailed) as caught:
+            running.client().confirm_deployed(PROD, sha, timeout=20, poll_interval=0.05)
+        assert time.monotonic() - started < 5
+        message = str(caught.value)
+        assert "no-such-base" in message
+        assert "kustomize" in message
+        app = running.client().get_app(PROD)
+        assert app.status.sync.status == "Unknown"
+        assert app.status.sync.revision == "main"  # the target revision, not a sha
+        assert app.status.conditions[0].type == "ComparisonError"
+        # as Argo CD: no automated sync of an Unknown app, the old revision still runs
+        assert app.status.operation_state is not None
+        assert app.status.operation_state.revision == repo.seed_sha
+        assert app.status.health.status == "Healthy"
+    finally:
+        running.http.close()
+        running.emulator.stop()
+        running.server.stop()
 
 
 def test_manual_sync_of_a_broken_revision_fails_the_operation(repo: Repo) -> None:
@@ -312,11 +323,12 @@ def test_list_with_selector_and_fields(argo: Argo) -> None:
         params={"fields": "items.metadata.name,items.status.sync.status"},
         headers={"Authorization": f"Bearer {TOKEN}"},
     ).json()
-    assert narrowed == {
+    assert narrowed == {  # Argo CD always answers the list's metadata
         "items": [
             {"metadata": {"name": PROD}, "status": {"sync": {"status": "Synced"}}},
             {"metadata": {"name": STAGING}, "status": {"sync": {"status": "Synced"}}},
-        ]
+        ],
+        "metadata": {"resourceVersion": "0"},
     }
     apps = client.list_apps(fields=["items.metadata.name", "items.status.health"])
     assert {a.status.health.status for a in apps} == {"Healthy"}

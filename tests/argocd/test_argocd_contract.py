@@ -82,7 +82,9 @@ def test_application_json_matches_swagger_through_a_lifecycle(argo: Argo, repo: 
 
 
 def test_running_operation_and_list_and_errors_match_swagger(argo: Argo, repo: Repo) -> None:
-    argo.emulator.state.sync_duration = 0.5
+    # Long enough that the refresh's render, the validations and the list (under load on two
+    # cores) all happen while the operation still runs.
+    argo.emulator.state.sync_duration = 2.0
     repo.push_release("v1.0.1")
     running = httpx.get(
         f"{argo.url}/api/v1/applications/{PROD}", params={"refresh": "normal"}, headers=HEADERS
@@ -97,7 +99,7 @@ def test_running_operation_and_list_and_errors_match_swagger(argo: Argo, repo: R
     ).json()
     assert refused["message"] == "another operation is already in progress"
     assert_valid(refused, "runtimeError")
-    argo.emulator.wait_idle(5)
+    argo.emulator.wait_idle(10)
 
 
 def test_strict_schema_catches_an_invented_field() -> None:
