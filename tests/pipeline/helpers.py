@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -9,6 +10,7 @@ import httpx
 from deployments.runs import resume_run
 from pipeline.conftest import BackgroundRun
 from promotion.argocd import ArgoCDClient
+from promotion.config import DEFAULT_CONFIG
 from promotion.github import GitHubClient, PullRequestInfo
 from promotion.kustomize import read_image_tags
 from sandbox.launcher import Sandbox
@@ -71,3 +73,26 @@ def merged_promotion(box: Sandbox, env: str, version: str) -> PullRequestInfo:
     with argo(box) as client:
         client.confirm_deployed(environment.argocd_app, merged.sha, timeout=60, poll_interval=0.2)
     return info
+
+
+def setup_with_pm_review(tmp_path: Path) -> str:
+    """A copy of the default setup whose PM gate also needs an approving GitHub review."""
+    setup = tmp_path / "promotion.yaml"
+    setup.write_text(
+        DEFAULT_CONFIG.read_text().replace(
+            "approvers: [pm-carol]\n        github_evidence: none",
+            "approvers: [pm-carol]\n        github_evidence: review",
+        )
+    )
+    assert "github_evidence: review" in setup.read_text()
+    return str(setup)
+
+
+def approve_on_github(box: Sandbox, pr_number: int, login: str) -> None:
+    """``login`` submits an approving review of the PR's current head, with its own token."""
+    review = httpx.post(
+        f"{box.info.github_url}/repos/{box.info.repo}/pulls/{pr_number}/reviews",
+        json={"event": "APPROVE", "body": "LGTM"},
+        headers={"Authorization": f"token {box.info.reviewer_tokens[login]}"},
+    )
+    assert review.status_code == 200, review.text

@@ -21,13 +21,14 @@ from pipeline.helpers import (
     INITIATOR,
     PROD,
     STAGING,
+    approve_on_github,
     comments,
     decide,
     merged_promotion,
     pulls,
+    setup_with_pm_review,
     tags,
 )
-from promotion.config import DEFAULT_CONFIG
 from sandbox.launcher import Sandbox
 from sandbox.seed import git
 
@@ -114,28 +115,18 @@ def test_a_later_rejection_wins_over_an_earlier_refused_answer(
     """An approval refused for lack of a GitHub review must not come back once the review exists
     and override the rejection given after it."""
     api = prefect_server.api_url
-    setup = tmp_path / "promotion.yaml"
-    setup.write_text(
-        DEFAULT_CONFIG.read_text().replace(
-            "approvers: [pm-carol]\n        github_evidence: none",
-            "approvers: [pm-carol]\n        github_evidence: review",
-        )
-    )
-    assert "github_evidence: review" in setup.read_text()
     run = run_in_background(
-        promote_release, version="v1.0.1", initiator=INITIATOR, config_file=str(setup)
+        promote_release,
+        version="v1.0.1",
+        initiator=INITIATOR,
+        config_file=setup_with_pm_review(tmp_path),
     )
     decide(api, run, "qa", "qa-alice")
     first = run.wait_paused("pm-approval")
     decide(api, run, "pm", "pm-carol", comment="form only")  # refused: no GitHub review yet
     refused = run.wait_paused("pm-approval")
     assert refused.pause_key != first.pause_key
-    review = httpx.post(
-        f"{sandbox.info.github_url}/repos/{sandbox.info.repo}/pulls/{_prod_pr(sandbox)['number']}/reviews",
-        json={"event": "APPROVE", "body": "LGTM"},
-        headers={"Authorization": f"token {sandbox.info.reviewer_tokens['pm-carol']}"},
-    )
-    assert review.status_code == 200, review.text
+    approve_on_github(sandbox, _prod_pr(sandbox)["number"], "pm-carol")
     decide(api, run, "pm", "pm-carol", approved=False, comment="changed my mind")
     final = run.join()
     assert final.state_type == "FAILED"

@@ -5,15 +5,23 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-import httpx
 import pytest
 
 from deployments.local import LocalPrefect
 from deployments.runs import read_artifact, resume_run, wait_for_run
 from flows.promote import promote_release
 from pipeline.conftest import BackgroundRun
-from pipeline.helpers import INITIATOR, PROD, STAGING, comments, decide, pulls, tags
-from promotion.config import DEFAULT_CONFIG
+from pipeline.helpers import (
+    INITIATOR,
+    PROD,
+    STAGING,
+    approve_on_github,
+    comments,
+    decide,
+    pulls,
+    setup_with_pm_review,
+    tags,
+)
 from sandbox.launcher import Sandbox
 from sandbox.seed import git
 
@@ -170,16 +178,11 @@ def test_pm_gate_can_require_an_approving_github_review(
     run_in_background: Callable[..., BackgroundRun],
 ) -> None:
     api = prefect_server.api_url
-    setup = tmp_path / "promotion.yaml"
-    setup.write_text(
-        DEFAULT_CONFIG.read_text().replace(
-            "approvers: [pm-carol]\n        github_evidence: none",
-            "approvers: [pm-carol]\n        github_evidence: review",
-        )
-    )
-    assert "github_evidence: review" in setup.read_text()
     run = run_in_background(
-        promote_release, version="v1.0.1", initiator=INITIATOR, config_file=str(setup)
+        promote_release,
+        version="v1.0.1",
+        initiator=INITIATOR,
+        config_file=setup_with_pm_review(tmp_path),
     )
     decide(api, run, "qa", "qa-alice")
     first = run.wait_paused("pm-approval")
@@ -194,12 +197,7 @@ def test_pm_gate_can_require_an_approving_github_review(
     assert refused is not None and "has not approved PR" in refused
 
     (prod_pr,) = [p for p in pulls(sandbox) if p["head"]["ref"].startswith("promote/prod/")]
-    review = httpx.post(
-        f"{sandbox.info.github_url}/repos/{sandbox.info.repo}/pulls/{prod_pr['number']}/reviews",
-        json={"event": "APPROVE", "body": "LGTM"},
-        headers={"Authorization": f"token {sandbox.info.reviewer_tokens['pm-carol']}"},
-    )
-    assert review.status_code == 200, review.text
+    approve_on_github(sandbox, prod_pr["number"], "pm-carol")
     decide(api, run, "pm", "pm-carol", comment="approved on GitHub too")
     final = run.join()
     assert final.state_type == "COMPLETED", final.message

@@ -5,6 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+import httpx
+import pytest
+
 from deployments.local import LocalPrefect
 from deployments.runs import read_artifact
 from flows.promote import promote_release
@@ -63,10 +66,28 @@ def test_rollback_by_argocd(
     assert summary is not None and "auto-sync is now OFF" in summary
 
 
+@pytest.mark.parametrize(
+    "progress_deadline",
+    [None, 4.0],
+    ids=["degraded-at-once", "degraded-after-progressing"],
+)
 def test_prod_degraded_after_merge_is_rolled_back_automatically(
-    sandbox: Sandbox, prefect_server: LocalPrefect, run_in_background: Callable[..., BackgroundRun]
+    progress_deadline: float | None,
+    sandbox: Sandbox,
+    prefect_server: LocalPrefect,
+    run_in_background: Callable[..., BackgroundRun],
 ) -> None:
+    """A bad image turns Degraded at once, or (as a real Deployment does) only at its progress
+    deadline after Progressing for a while: either way auto_rollback rolls it back."""
     api = prefect_server.api_url
+    if progress_deadline is not None:
+        knobs = httpx.post(
+            f"{sandbox.info.argocd_url}/_sandbox/knobs",
+            json={"progress_deadline": progress_deadline},
+            headers={"Authorization": f"Bearer {sandbox.info.argocd_token}"},
+            timeout=15,
+        )
+        assert knobs.status_code < 300, knobs.text
     seed = sandbox.github.head("main")
     run = run_in_background(
         promote_release, version="v1.0.1", initiator=INITIATOR, auto_rollback="argocd"
