@@ -30,6 +30,13 @@ from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
 from promotion.models import EnvironmentOrder
+from promotion.operations import (
+    EnvironmentOperations,
+    FreezePolicy,
+    Notifications,
+    Verification,
+    WatchReleases,
+)
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "promotion.yaml"
 
@@ -85,6 +92,10 @@ class Environment(_Strict):
     overlay: str
     argocd_app: Name
     gate: Gate
+    # Operations (promotion.operations): freeze windows, soak time, checks after deploy.
+    freeze: FreezePolicy | None = None
+    soak_minutes: float = Field(default=0, ge=0, le=60 * 24 * 90)
+    verify: Verification | None = None
 
     @field_validator("overlay")
     @classmethod
@@ -98,6 +109,13 @@ class Environment(_Strict):
     @property
     def overlay_dir(self) -> str:
         return self.overlay.rsplit("/", 1)[0]
+
+    @property
+    def operations(self) -> EnvironmentOperations:
+        """The freeze windows, soak time and checks after deploy of this environment."""
+        return EnvironmentOperations(
+            freeze=self.freeze, soak_minutes=self.soak_minutes, verify=self.verify
+        )
 
 
 class Approvers(_Strict):
@@ -114,6 +132,8 @@ class PromotionConfig(_Strict):
     services: tuple[Name, ...] = Field(min_length=1)
     environments: tuple[Environment, ...] = Field(min_length=1)
     approvers: Approvers
+    notifications: Notifications = Notifications()
+    watch: WatchReleases = WatchReleases()
 
     @model_validator(mode="after")
     def _unique(self) -> PromotionConfig:
@@ -184,10 +204,16 @@ def parse_config(text: str, source: str = "<string>") -> PromotionConfig:
     try:
         return PromotionConfig.model_validate(data)
     except ValidationError as exc:
+        errors = exc.errors()
         problems = [
             (_location(err["loc"]), err["msg"])
-            for err in exc.errors()
+            for err in errors
             if "listed twice" not in err["msg"]  # reported below, with the other problems
+            # pydantic adds "too short after validation" to a list whose items failed: noise
+            and not (
+                err["type"] == "too_short"
+                and any(o["loc"][: len(err["loc"])] == err["loc"] and o is not err for o in errors)
+            )
         ]
         problems += duplicate_problems(data)
         lines = [f"{source}: {len(problems)} problem(s):"]
