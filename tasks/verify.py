@@ -11,10 +11,11 @@ in that order, and is what a flow calls once Argo CD reports the release Healthy
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
+from prefect.client.schemas.objects import FlowRun
 from prefect.deployments import run_deployment
 
 from promotion.operations import Probe, Verification
@@ -74,13 +75,14 @@ def run_smoke_test(
     """
     params = parameters if parameters is not None else {"version": version, "environment": env}
     try:
-        run = run_deployment(
-            deployment, parameters=params, timeout=timeout_seconds, poll_interval=2
+        run = cast(
+            FlowRun,
+            run_deployment(deployment, parameters=params, timeout=timeout_seconds, poll_interval=2),
         )
     except Exception as exc:  # unknown deployment, server error: the check did not pass
         return SmokeTestResult(deployment, None, "NotStarted", False, f"could not start: {exc}")
     state = run.state
-    name = state.name if state is not None else "Unknown"
+    name = str(state.name) if state is not None else "Unknown"
     if state is not None and state.is_completed():
         message = f"run {run.name} completed"
         ok = True
