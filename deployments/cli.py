@@ -161,6 +161,8 @@ def deploy(api_url: ApiUrl = DEFAULT_API, config_file: ConfigFile = None) -> Non
     from deployments.local import (
         deploy as run_deploy,
     )
+    from deployments.notifications import NotificationBlockMissing, ensure_on_deploy
+    from deployments.watch import apply_watch_schedule
     from promotion.config import ConfigError
 
     deployable, missing = deployable_names(PROJECT_ROOT)
@@ -168,9 +170,19 @@ def deploy(api_url: ApiUrl = DEFAULT_API, config_file: ConfigFile = None) -> Non
         ensure_work_pool(api_url)
         locks = ensure_concurrency_limit(api_url, config_file=config_file)
         output = run_deploy(prefect_env(api_url), project_root=PROJECT_ROOT, names=deployable)
-    except (PrefectCommandFailed, ConfigError, runs.RunApiError) as exc:
+        # Issue 12: notification automations and the release watcher's schedule, from the setup.
+        notified = ensure_on_deploy(api_url, config_file, ui_url=_ui(api_url))
+        watching = apply_watch_schedule(api_url, config_file)
+    except (
+        PrefectCommandFailed,
+        ConfigError,
+        runs.RunApiError,
+        NotificationBlockMissing,
+    ) as exc:
         raise _fail(str(exc)) from None
     typer.echo(output.strip().splitlines()[-1] if output.strip() else "deployed")
+    typer.echo(notified)
+    typer.echo(watching)
     typer.echo(f"Concurrency limits: {', '.join(locks)}.")
     typer.echo(f"Deployed {', '.join(deployable)}.")
     if missing:
