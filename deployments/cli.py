@@ -11,6 +11,7 @@ UI's Resume form and prints the server's verdict.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -357,6 +358,21 @@ def _argocd_endpoint() -> tuple[str, str] | None:
     return None
 
 
+def freeze_lines(config_file: str | Path | None = None) -> dict[str, list[str]]:
+    """Environment -> one line per freeze window of the setup (in force, next, or over)."""
+    from datetime import UTC, datetime
+
+    from promotion.config import load_config
+    from promotion.freeze import describe_windows
+
+    now = datetime.now(UTC)
+    return {
+        env.name: [row.line() for row in describe_windows(env.freeze, now)]
+        for env in load_config(config_file).environments
+        if env.freeze is not None
+    }
+
+
 def _environments(version: str | None) -> list[dict[str, Any]]:
     import httpx
 
@@ -438,9 +454,18 @@ def status(
                 "id": run.id,
             }
         )
+    freezes = freeze_lines(os.environ.get("RELEASE_PROMOTION_CONFIG_FILE"))
     if as_json:
-        typer.echo(json.dumps({"environments": envs, "waiting": waiting, "holds": holds}, indent=2))
+        typer.echo(
+            json.dumps(
+                {"environments": envs, "waiting": waiting, "holds": holds, "freeze": freezes},
+                indent=2,
+            )
+        )
         return
+    for env_name, lines in freezes.items():
+        for line in lines:
+            typer.echo(f"freeze: {env_name} {line}")
     if not holds:
         typer.echo("No release is on hold.")
     for held, hold in sorted(holds.items()):
