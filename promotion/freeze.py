@@ -25,9 +25,11 @@ __all__ = [
     "FreezeError",
     "FreezeNeverOpens",
     "FreezeOverride",
+    "FreezeVerdict",
     "OverrideRefused",
     "WindowStatus",
     "authorize_override",
+    "check_freeze",
     "describe_windows",
     "frozen_at",
     "next_open",
@@ -210,3 +212,49 @@ def authorize_override(
         allowed = ", ".join(policy.override_by) or "nobody (override_by is empty)"
         raise OverrideRefused(f"{by!r} may not override this freeze; allowed: {allowed}")
     return FreezeOverride(by, reason.strip(), freeze)
+
+
+@dataclass(frozen=True)
+class FreezeVerdict:
+    """What a promotion about to merge into a frozen-or-not environment does.
+
+    ``action``: ``merge`` (open, or overridden), ``wait`` (until ``until``), or ``stop``.
+    """
+
+    action: str
+    until: datetime | None = None
+    freeze: ActiveFreeze | None = None
+    override: FreezeOverride | None = None
+
+    def describe(self) -> str:
+        if self.override is not None:
+            return self.override.describe()
+        if self.freeze is None:
+            return "no freeze window in force"
+        if self.action == "wait":
+            assert self.until is not None
+            return f"{self.freeze.describe()}; waiting until {self.until.isoformat()}"
+        return f"{self.freeze.describe()}; stopped (on_freeze: stop)"
+
+
+def check_freeze(
+    policy: FreezePolicy | None,
+    at: datetime,
+    *,
+    override_by: str | None = None,
+    override_reason: str | None = None,
+) -> FreezeVerdict:
+    """Decide whether a merge may happen at ``at``: merge, wait until the windows open, or stop.
+
+    An override (``override_by`` and ``override_reason``) of a window in force is checked with
+    ``authorize_override`` and raises ``OverrideRefused`` when it is not allowed.
+    """
+    active = frozen_at(policy, at)
+    if active is None or policy is None:
+        return FreezeVerdict("merge")
+    if override_by is not None or override_reason is not None:
+        override = authorize_override(policy, active, override_by or "", override_reason or "")
+        return FreezeVerdict("merge", freeze=active, override=override)
+    if policy.on_freeze == "stop":
+        return FreezeVerdict("stop", freeze=active)
+    return FreezeVerdict("wait", until=next_open(policy, at), freeze=active)

@@ -14,6 +14,7 @@ from promotion.freeze import (
     FreezeNeverOpens,
     OverrideRefused,
     authorize_override,
+    check_freeze,
     describe_windows,
     frozen_at,
     next_open,
@@ -165,6 +166,30 @@ def test_override_needs_a_listed_person_and_a_reason() -> None:
     assert override.describe().startswith("freeze overridden by pm-carol: CVE hotfix (cron")
     with pytest.raises(OverrideRefused, match="nobody"):
         authorize_override(policy(WEEKEND), active, "pm-carol", "x")
+
+
+def test_check_freeze_merges_waits_stops_or_overrides() -> None:
+    chained = policy(
+        WEEKEND,
+        FreezeWindow(cron="0 9 * * MON", duration=120, timezone="Europe/Paris"),
+        override_by=("pm-carol",),
+    )
+    saturday = utc(2026, 12, 5, 12)
+    assert check_freeze(chained, utc(2026, 12, 8)).action == "merge"
+    assert check_freeze(None, saturday).describe() == "no freeze window in force"
+    wait = check_freeze(chained, saturday)
+    # the weekend ends Monday 10:00 Paris, inside the Monday 09:00-11:00 window: wait for both
+    assert (wait.action, wait.until) == ("wait", utc(2026, 12, 7, 10))
+    assert wait.describe().endswith("waiting until 2026-12-07T10:00:00+00:00")
+    stopping = policy(WEEKEND, on_freeze="stop")
+    stop = check_freeze(stopping, saturday)
+    assert stop.action == "stop" and stop.until is None
+    assert stop.describe().endswith("stopped (on_freeze: stop)")
+    over = check_freeze(chained, saturday, override_by="pm-carol", override_reason="CVE fix")
+    assert over.action == "merge" and over.override is not None
+    assert over.describe().startswith("freeze overridden by pm-carol: CVE fix")
+    with pytest.raises(OverrideRefused):
+        check_freeze(chained, saturday, override_by="qa-alice", override_reason="please")
 
 
 # -- properties --------------------------------------------------------------------------------
