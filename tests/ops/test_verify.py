@@ -19,7 +19,7 @@ from sandbox.launcher import Sandbox, read_info
 from sandbox.webapp import tags_of
 from tasks.verify import verify_environment
 from tests.ops.conftest import CONFIG, push_release, reconcile, wait_for
-from tests.ops.smoke_flow import SMOKE_DEPLOYMENT
+from tests.ops.smoke_flow import SMOKE_DEPLOYMENT, WAIT_DEPLOYMENT
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
@@ -118,10 +118,12 @@ def smoke_deployment(prefect_server: object) -> Iterator[str]:
             start_new_session=True,
         )
     api = os.environ["PREFECT_API_URL"]
-    flow_name, name = SMOKE_DEPLOYMENT.split("/")
 
     def deployed() -> bool:
-        return httpx.get(f"{api}/deployments/name/{flow_name}/{name}").status_code == 200
+        return all(
+            httpx.get(f"{api}/deployments/name/{d}").status_code == 200
+            for d in (SMOKE_DEPLOYMENT, WAIT_DEPLOYMENT)
+        )
 
     try:
         wait_for(deployed, 90, "the smoke deployment to be served")
@@ -174,3 +176,34 @@ def test_verify_environment_runs_probes_then_the_smoke_deployment(
 
     unknown = verify_flow(Verification(deployment="no-such-flow/nowhere"), "v1.0.0", "prod")
     assert unknown["ok"] is False and unknown["smoke_state"] == "NotStarted"
+
+
+@pytest.mark.timeout(300)
+def test_wait_until_frees_the_process_and_the_run_comes_back(smoke_deployment: str) -> None:
+    """tasks.wait.wait_until: the run is rescheduled, its process ends, it runs again later."""
+    from datetime import UTC, datetime, timedelta
+
+    from prefect.client.orchestration import get_client
+    from prefect.deployments import run_deployment
+
+    from tasks.wait import WAIT_STATE_NAME
+
+    until = datetime.now(UTC) + timedelta(seconds=20)
+    run = run_deployment(
+        WAIT_DEPLOYMENT, parameters={"until": until.isoformat()}, timeout=240, poll_interval=2
+    )
+    assert run.state is not None and run.state.is_completed(), run.state
+    with get_client(sync_client=True) as client:
+        states = client.read_flow_run_states(run.id)
+        result = client.read_flow_run(run.id)
+    names = [s.name for s in states]
+    waiting = [s for s in states if s.name == WAIT_STATE_NAME]
+    assert len(waiting) == 1, names
+    assert waiting[0].message == "frozen: test window"
+    assert waiting[0].state_details.scheduled_time == until
+    # ran twice: once until the wait (then the process ended), once after it
+    assert names.count("Running") == 2, names
+    assert "Crashed" not in names
+    running_again = [s for s in states if s.name == "Running"][1]
+    assert running_again.timestamp >= until
+    assert result.run_count == 2
