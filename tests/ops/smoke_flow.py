@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 
 from prefect import flow, serve
 from prefect.context import FlowRunContext
+from prefect.variables import Variable
 
 from tasks.wait import wait_until
 
@@ -26,12 +27,21 @@ WAIT_DEPLOYMENT = f"{WAIT_FLOW}/ops-wait"
 
 
 @flow(name=WAIT_FLOW)
-def wait_flow(until: str) -> int:
-    """Waits for ``until`` (an ISO datetime) like a promotion meeting a freeze window."""
-    wait_until(datetime.fromisoformat(until), "frozen: test window")
+def wait_flow(seconds: float) -> str:
+    """Waits ``seconds`` from its first execution, like a promotion meeting a freeze window.
+
+    The end of the wait is fixed at the first execution (kept in a Variable of this run), so
+    the re-run after the wait finds it passed. Returns the end of the wait, ISO.
+    """
     context = FlowRunContext.get()
     assert context is not None and context.flow_run is not None
-    return context.flow_run.run_count
+    name = f"ops-wait-{context.flow_run.id}"
+    until_text = Variable.get(name, default=None)
+    if until_text is None:
+        until_text = (datetime.now(UTC) + timedelta(seconds=seconds)).isoformat()
+        Variable.set(name, until_text)
+    wait_until(datetime.fromisoformat(str(until_text)), "frozen: test window")
+    return str(until_text)
 
 
 if __name__ == "__main__":

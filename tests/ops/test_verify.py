@@ -181,18 +181,19 @@ def test_verify_environment_runs_probes_then_the_smoke_deployment(
 @pytest.mark.timeout(300)
 def test_wait_until_frees_the_process_and_the_run_comes_back(smoke_deployment: str) -> None:
     """tasks.wait.wait_until: the run is rescheduled, its process ends, it runs again later."""
-    from datetime import UTC, datetime, timedelta
+    from datetime import datetime
 
     from prefect.client.orchestration import get_client
     from prefect.deployments import run_deployment
+    from prefect.variables import Variable
 
     from tasks.wait import WAIT_STATE_NAME
 
-    until = datetime.now(UTC) + timedelta(seconds=20)
-    run = run_deployment(
-        WAIT_DEPLOYMENT, parameters={"until": until.isoformat()}, timeout=240, poll_interval=2
-    )
+    run = run_deployment(WAIT_DEPLOYMENT, parameters={"seconds": 15}, timeout=240, poll_interval=2)
     assert run.state is not None and run.state.is_completed(), run.state
+    name = f"ops-wait-{run.id}"
+    until = datetime.fromisoformat(str(Variable.get(name)))
+    Variable.unset(name)
     with get_client(sync_client=True) as client:
         states = client.read_flow_run_states(run.id)
         result = client.read_flow_run(run.id)
