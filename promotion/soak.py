@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-__all__ = ["SoakStatus", "healthy_since_from_history", "soak_status"]
+__all__ = ["SoakStatus", "healthy_since_from_history", "healthy_since_history_id", "soak_status"]
 
 
 def _utc(at: datetime, what: str) -> datetime:
@@ -71,6 +71,18 @@ def healthy_since_from_history(
             break
         since = deployed_at if deployed_at is not None else since
     return _utc(since, "deployedAt") if since is not None else None
+
+
+def healthy_since_history_id(history: Sequence[Any], history_id: int) -> datetime | None:
+    """When the deployment ``history_id`` (what ``confirm_deployed`` reports) went live, if the
+    environment still runs it or a later revision deployed after it without going back to one
+    deployed before it (a rollback); else None."""
+    entries = sorted((_fields(e) for e in history), key=lambda e: e[0])
+    before = {rev for id_, rev, _ in entries if id_ < history_id}
+    after = {rev for id_, rev, _ in entries if id_ >= history_id} - before
+    if not any(id_ == history_id for id_, _, _ in entries):
+        return None
+    return healthy_since_from_history(history, after)
 
 
 @dataclass(frozen=True)

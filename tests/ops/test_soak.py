@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from promotion.soak import healthy_since_from_history, soak_status
+from promotion.soak import healthy_since_from_history, healthy_since_history_id, soak_status
 
 
 @dataclass(frozen=True)
@@ -49,6 +49,13 @@ def test_a_rollback_in_between_restarts_the_clock() -> None:
         {"id": 5, "revision": "c3", "deployedAt": "2026-12-02T12:00:00Z"},  # forward again
     ]
     assert healthy_since_from_history(history, {"c2", "c3"}) == T0 + timedelta(hours=2)
+
+
+def test_healthy_since_the_deployment_confirm_deployed_reported() -> None:
+    assert healthy_since_history_id(HISTORY, 2) == T0  # c2, then c3 on top of it
+    rolled_back = [*HISTORY, {"id": 4, "revision": "c1", "deployedAt": "2026-12-02T11:00:00Z"}]
+    assert healthy_since_history_id(rolled_back, 2) is None
+    assert healthy_since_history_id(HISTORY, 9) is None  # unknown (beyond the history limit)
 
 
 def test_not_running_the_release_is_none() -> None:
