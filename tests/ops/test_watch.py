@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextvars
-import os
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -241,7 +240,3 @@ def test_deploy_sets_the_watch_schedule_from_the_setup(
         with get_client(sync_client=True) as client:
             client.delete_deployment(deployment_id)
     assert set_watch_schedule(load_config()).endswith("is not deployed.")
-
-
-def test_environment_is_not_leaked() -> None:
-    assert "RELEASE_PROMOTION_GITHUB_TOKEN" not in os.environ
