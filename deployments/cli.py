@@ -11,6 +11,7 @@ UI's Resume form and prints the server's verdict.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -161,6 +162,8 @@ def deploy(api_url: ApiUrl = DEFAULT_API, config_file: ConfigFile = None) -> Non
     from deployments.local import (
         deploy as run_deploy,
     )
+    from deployments.notifications import NotificationBlockMissing, ensure_on_deploy
+    from deployments.watch import apply_watch_schedule
     from promotion.config import ConfigError
 
     deployable, missing = deployable_names(PROJECT_ROOT)
@@ -168,9 +171,19 @@ def deploy(api_url: ApiUrl = DEFAULT_API, config_file: ConfigFile = None) -> Non
         ensure_work_pool(api_url)
         locks = ensure_concurrency_limit(api_url, config_file=config_file)
         output = run_deploy(prefect_env(api_url), project_root=PROJECT_ROOT, names=deployable)
-    except (PrefectCommandFailed, ConfigError, runs.RunApiError) as exc:
+        # Issue 12: notification automations and the release watcher's schedule, from the setup.
+        notified = ensure_on_deploy(api_url, config_file, ui_url=_ui(api_url))
+        watching = apply_watch_schedule(api_url, config_file)
+    except (
+        PrefectCommandFailed,
+        ConfigError,
+        runs.RunApiError,
+        NotificationBlockMissing,
+    ) as exc:
         raise _fail(str(exc)) from None
     typer.echo(output.strip().splitlines()[-1] if output.strip() else "deployed")
+    typer.echo(notified)
+    typer.echo(watching)
     typer.echo(f"Concurrency limits: {', '.join(locks)}.")
     typer.echo(f"Deployed {', '.join(deployable)}.")
     if missing:
@@ -345,6 +358,21 @@ def _argocd_endpoint() -> tuple[str, str] | None:
     return None
 
 
+def freeze_lines(config_file: str | Path | None = None) -> dict[str, list[str]]:
+    """Environment -> one line per freeze window of the setup (in force, next, or over)."""
+    from datetime import UTC, datetime
+
+    from promotion.config import load_config
+    from promotion.freeze import describe_windows
+
+    now = datetime.now(UTC)
+    return {
+        env.name: [row.line() for row in describe_windows(env.freeze, now)]
+        for env in load_config(config_file).environments
+        if env.freeze is not None
+    }
+
+
 def _environments(version: str | None) -> list[dict[str, Any]]:
     import httpx
 
@@ -426,9 +454,18 @@ def status(
                 "id": run.id,
             }
         )
+    freezes = freeze_lines(os.environ.get("RELEASE_PROMOTION_CONFIG_FILE"))
     if as_json:
-        typer.echo(json.dumps({"environments": envs, "waiting": waiting, "holds": holds}, indent=2))
+        typer.echo(
+            json.dumps(
+                {"environments": envs, "waiting": waiting, "holds": holds, "freeze": freezes},
+                indent=2,
+            )
+        )
         return
+    for env_name, lines in freezes.items():
+        for line in lines:
+            typer.echo(f"freeze: {env_name} {line}")
     if not holds:
         typer.echo("No release is on hold.")
     for held, hold in sorted(holds.items()):

@@ -31,6 +31,13 @@ from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
 from promotion.models import EnvironmentOrder
+from promotion.operations import (
+    EnvironmentOperations,
+    FreezePolicy,
+    Notifications,
+    Verification,
+    WatchReleases,
+)
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "promotion.yaml"
 
@@ -122,6 +129,10 @@ class Environment(_Strict):
     overlay: str
     argocd_app: Name
     approvals: tuple[Approval, ...] = ()
+    # Operations (promotion.operations): freeze windows, soak time, checks after deploy.
+    freeze: FreezePolicy | None = None
+    soak_minutes: float = Field(default=0, ge=0, le=60 * 24 * 90)
+    verify: Verification | None = None
 
     @field_validator("overlay")
     @classmethod
@@ -138,6 +149,13 @@ class Environment(_Strict):
 
     def approvals_at(self, when: When) -> tuple[Approval, ...]:
         return tuple(a for a in self.approvals if a.when is when)
+
+    @property
+    def operations(self) -> EnvironmentOperations:
+        """The freeze windows, soak time and checks after deploy of this environment."""
+        return EnvironmentOperations(
+            freeze=self.freeze, soak_minutes=self.soak_minutes, verify=self.verify
+        )
 
     @property
     def merged_automatically(self) -> bool:
@@ -212,6 +230,8 @@ class PromotionConfig(_Strict):
     registry: Registry
     services: tuple[Name, ...] = Field(min_length=1)
     environments: tuple[Environment, ...] = Field(min_length=1)
+    notifications: Notifications = Notifications()
+    watch: WatchReleases = WatchReleases()
 
     @model_validator(mode="after")
     def _unique(self) -> PromotionConfig:
@@ -314,14 +334,24 @@ def parse_config(text: str, source: str = "<string>") -> PromotionConfig:
     except ValidationError as exc:
         errors = list(exc.errors())
     if first or errors:
-        problems = first + [
-            (_location(err["loc"]), err["msg"])
-            for err in errors
-            # reported below with the other problems; a converted approval is reported at
-            # its first-format location above
-            if "listed twice" not in err["msg"]
-            and not (first and "approvals" in _location(err["loc"]))
-        ]
+        problems = (
+            first
+            + [
+                (_location(err["loc"]), err["msg"])
+                for err in errors
+                # reported below with the other problems; a converted approval is reported at
+                # its first-format location above
+                if "listed twice" not in err["msg"]
+                and not (first and "approvals" in _location(err["loc"]))
+                # pydantic adds "too short after validation" to a list whose items failed: noise
+                and not (
+                    err["type"] == "too_short"
+                    and any(
+                        o["loc"][: len(err["loc"])] == err["loc"] and o is not err for o in errors
+                    )
+                )
+            ]
+        )
         problems += duplicate_problems(data)
         lines = [f"{source}: {len(problems)} problem(s):"]
         lines += [f"  - {where}: {what}" for where, what in problems]

@@ -20,6 +20,25 @@ HOLDS_VARIABLE = "release-promotion-holds"
 
 EVENT_PREFIX = "release-promotion"
 
+# Events the flows emit (``tasks.events.emit``) and the automations of
+# ``deployments.notifications`` turn into notifications. Resource: ``prefect.flow-run.<id>``
+# (drift: ``release-promotion.argocd-app.<name>``). Payload keys: gate, version, env,
+# approvers, reason, resume_url (those that apply).
+EVENT_APPROVAL_WAITING = f"{EVENT_PREFIX}.approval.waiting"
+EVENT_PROMOTION_REJECTED = f"{EVENT_PREFIX}.promotion.rejected"
+EVENT_PROMOTION_FAILED = f"{EVENT_PREFIX}.promotion.failed"
+EVENT_PROMOTION_ROLLED_BACK = f"{EVENT_PREFIX}.promotion.rolled-back"
+EVENT_ENVIRONMENT_DEPLOYED = f"{EVENT_PREFIX}.environment.deployed"
+EVENT_DRIFT_DETECTED = f"{EVENT_PREFIX}.drift.detected"
+
+WATCH_FLOW = "watch-releases"
+WATCH_DEPLOYMENT = f"{WATCH_FLOW}/{WATCH_FLOW}"
+
+
+def watch_idempotency_key(repository: str, version: str) -> str:
+    """The key that makes release detection start ``promote-release`` once per version."""
+    return f"{WATCH_FLOW}:{repository}:{version}"
+
 
 def environment_lock(env: str) -> str:
     """The Prefect global concurrency limit that serializes promotions into ``env``."""

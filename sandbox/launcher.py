@@ -3,7 +3,8 @@
 ``start_sandbox(state_dir)`` seeds the microservices-demo repository (a real bare git repo) at
 v1.0.0, serves the GitHub emulator over it, starts the Argo CD emulator with the staging and prod
 Applications (auto-sync on, following ``main``) and a real ``docker-registry`` holding the images
-of v1.0.0 and v1.0.1, each on a free 127.0.0.1 port. It returns a ``Sandbox`` (a context manager)
+of v1.0.0 and v1.0.1, and per environment an application endpoint (``sandbox.webapp``: ``GET
+/version`` reports the tag Argo CD runs there), each on a free 127.0.0.1 port. It returns a ``Sandbox`` (a context manager)
 whose ``info`` is what clients need: URLs and tokens, also written to ``state_dir/sandbox.json``.
 ``python -m sandbox up`` is the same from a shell (see ``sandbox.__main__``).
 """
@@ -68,6 +69,8 @@ class SandboxInfo:
     state_dir: str
     reviewer_tokens: dict[str, str] = field(default_factory=dict)
     pid: int = 0
+    web_urls: dict[str, str] = field(default_factory=dict)
+    """Environment -> the base URL of its application endpoint (``GET /version``)."""
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=False)
@@ -97,6 +100,7 @@ class Sandbox:
         self.github: Any = None
         self.argocd: Any = None
         self.registry: Any = None
+        self.web: dict[str, Any] = {}  # environment -> sandbox.webapp.EnvironmentWebApp
         self._stops: list[Callable[[], None]] = []
 
     @property
@@ -237,6 +241,7 @@ def start_sandbox(
             health_delay,
             argocd_port,
         )
+        web_urls = _start_webapps(sandbox, config, argocd_url, argocd_token)
         registry_url = ""
         if registry:
             registry_url = _start_registry(sandbox, state, config, releases, registry_port)
@@ -254,6 +259,7 @@ def start_sandbox(
         state_dir=str(state),
         reviewer_tokens=reviewer_tokens,
         pid=os.getpid(),
+        web_urls=web_urls,
     )
     (state / INFO_FILE).write_text(sandbox.info.to_json() + "\n", encoding="utf-8")
     return sandbox
@@ -321,6 +327,22 @@ def _start_argocd(
     sandbox._on_stop(emu.stop)
     sandbox.argocd = emu
     return server.url
+
+
+def _start_webapps(
+    sandbox: Sandbox, config: PromotionConfig, argocd_url: str, token: str
+) -> dict[str, str]:
+    """One ``/version`` endpoint per environment, reading what Argo CD runs there."""
+    from sandbox.webapp import EnvironmentWebApp
+
+    urls: dict[str, str] = {}
+    for env in config.environments:
+        web = EnvironmentWebApp(env.name, env.argocd_app, argocd_url, token, config.images())
+        server = _serve(web.app, None, f"{env.name} application endpoint")
+        sandbox._on_stop(server.stop)
+        sandbox.web[env.name] = web
+        urls[env.name] = server.url
+    return urls
 
 
 def _start_registry(
