@@ -214,6 +214,13 @@ def promote(
     allow_held: Annotated[
         bool, typer.Option("--allow-held", help="Allow a version on hold after a rollback.")
     ] = False,
+    freeze_override_by: Annotated[
+        str | None,
+        typer.Option(help="Merge through a freeze window: your login, listed in override_by."),
+    ] = None,
+    freeze_override_reason: Annotated[
+        str | None, typer.Option(help="Why the freeze is overridden (with --freeze-override-by).")
+    ] = None,
     config_file: Annotated[
         str | None,
         typer.Option(help="The promotion setup file, as the worker sees it (default: its own)."),
@@ -241,6 +248,11 @@ def promote(
         parameters["allow_downgrade"] = True
     if allow_held:
         parameters["allow_held"] = True
+    if (freeze_override_by is None) != (freeze_override_reason is None):
+        raise _fail("--freeze-override-by and --freeze-override-reason go together", 2)
+    if freeze_override_by is not None:
+        parameters["freeze_override_by"] = freeze_override_by
+        parameters["freeze_override_reason"] = freeze_override_reason
     if config_file is not None:
         parameters["config_file"] = config_file
     _start(api_url, PROMOTE_DEPLOYMENT, parameters, f"promoting {version}")

@@ -29,7 +29,8 @@ from prefect.input import RunInput
 from prefect.input.actions import create_flow_run_input
 from pydantic import Field, WithJsonSchema, create_model
 
-from promotion.names import pause_key
+from flows.runtime import notify
+from promotion.names import EVENT_APPROVAL_WAITING, pause_key
 from promotion.policy import check_approver, eligible_approvers
 from promotion.records import Binding, Decision
 from promotion.report import now
@@ -204,6 +205,13 @@ def request_approval(
             description=f"{notice}{description}\n\n{_describe_binding(binding)}", approved=False
         )
         logger.info("Waiting for the %s approval (approvers: %s)", gate, ", ".join(eligible))
+        notify(
+            EVENT_APPROVAL_WAITING,
+            gate=gate,
+            version=binding.version,
+            env=binding.environment,
+            approvers=list(eligible),
+        )
         if in_deployment():
             suspend_flow_run(wait_for_input=waiting, timeout=timeout_seconds, key=key)
             continue

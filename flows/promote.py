@@ -14,6 +14,7 @@ Where things happen (one hop from here):
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Literal
 
 from prefect import flow, get_run_logger
@@ -32,15 +33,26 @@ from flows.environment import (
 )
 from flows.holds import hold, read_holds
 from flows.rollback import run_rollback
-from flows.runtime import Runtime, load_runtime, publish_report, remember, run_started
+from flows.runtime import Runtime, load_runtime, notify, publish_report, remember, run_started
 from promotion.argocd import Deployed, DeploymentDegraded, DeploymentStuckProgressing
 from promotion.config import Approval, ConfigError, Environment, Evidence, When, valid_login
+from promotion.freeze import check_freeze
 from promotion.models import Release
-from promotion.names import PROMOTE_FLOW
+from promotion.names import (
+    EVENT_ENVIRONMENT_DEPLOYED,
+    EVENT_PROMOTION_FAILED,
+    EVENT_PROMOTION_REJECTED,
+    EVENT_PROMOTION_ROLLED_BACK,
+    PROMOTE_FLOW,
+)
 from promotion.records import Binding, Decision, MergeRecord, Proposal, ReleaseCheck, digest_of
 from promotion.report import RollbackReport, RunReport
+from promotion.soak import SoakStatus, healthy_since_history_id, soak_status
+from tasks import argocd as argo_tasks
 from tasks import github as gh_tasks
 from tasks import registry as registry_tasks
+from tasks.verify import verify_environment
+from tasks.wait import wait_until
 
 AutoRollback = Literal["off", "argocd", "revert"]
 MAX_REBUILDS = 5
@@ -58,6 +70,8 @@ class Promotion:
     auto_rollback: AutoRollback
     allow_downgrade: bool
     report: RunReport
+    freeze_override_by: str | None = None
+    freeze_override_reason: str | None = None
 
 
 @flow(name=PROMOTE_FLOW, log_prints=True, persist_result=True)
@@ -68,6 +82,8 @@ def promote_release(
     auto_rollback: AutoRollback = "off",
     allow_downgrade: bool = False,
     allow_held: bool = False,
+    freeze_override_by: str | None = None,
+    freeze_override_reason: str | None = None,
     config_file: str | None = None,
 ) -> dict[str, object]:
     """Promote a release through every environment, with the approvals promotion.yaml names.
@@ -86,6 +102,9 @@ def promote_release(
             (Argo CD rollback) or `revert` (revert PR); `off` only reports it.
         allow_downgrade: allow moving an environment to an older (or non-semver) release.
         allow_held: allow promoting a version that is on hold after a rollback.
+        freeze_override_by: merge through a freeze window in force: your login, listed in the
+            environment's `freeze.override_by` (recorded in the summary).
+        freeze_override_reason: why the freeze is overridden (required with the login).
         config_file: a promotion setup to use instead of the project's promotion.yaml.
     """
     report = RunReport(
@@ -102,11 +121,17 @@ def promote_release(
             allow_held=allow_held,
             config_file=config_file,
         )
+        run.freeze_override_by, run.freeze_override_reason = (
+            freeze_override_by,
+            freeze_override_reason,
+        )
         checked = verify_release(run)
+        previous: Environment | None = None
         for env in run.rt.config.environments:
-            proposal = promote_into(run, env, checked)
+            proposal = promote_into(run, env, checked, previous)
             for approval in env.approvals_at(When.AFTER_DEPLOY):
                 approve(run, env, approval, proposal, checked)  # QA approves what runs there
+            previous = env
         report.finish("succeeded")
         return {
             "version": version,
@@ -118,6 +143,8 @@ def promote_release(
             report.finish("failed", str(exc))
         get_run_logger().error("Promotion of %s stopped: %s", version, exc)
         finish_stopped(report, config_file)
+        if report.outcome == "failed":
+            notify(EVENT_PROMOTION_FAILED, version=version, reason=report.reason)
         raise
     finally:
         publish_report(report, "promotion-summary")
@@ -210,8 +237,11 @@ def verify_release(run: Promotion) -> ReleaseCheck:
     return checked
 
 
-def promote_into(run: Promotion, env: Environment, checked: ReleaseCheck) -> Proposal:
-    """Propose, approve before the merge, merge and confirm; again if the PR had to be rebuilt."""
+def promote_into(
+    run: Promotion, env: Environment, checked: ReleaseCheck, previous: Environment | None
+) -> Proposal:
+    """Propose, approve before the merge, wait out soak and freeze, merge, confirm and verify;
+    again if the PR had to be rebuilt."""
     record = run.report.environment(env.name, env.argocd_app)
     for _ in range(MAX_REBUILDS):
         proposal = propose(run.rt, env, run.release, allow_downgrade=run.allow_downgrade)
@@ -224,8 +254,14 @@ def promote_into(run: Promotion, env: Environment, checked: ReleaseCheck) -> Pro
                 key=f"{env.name}-overlay-diff",
                 description=f"Diff of PR #{proposal.pr.number} into {env.name}",
             )
+        soak = soaked_in(run, previous) if not proposal.merged else None
+        record.soak = soak.describe() if soak is not None else None
         for approval in env.approvals_at(When.BEFORE_MERGE):
             approve(run, env, approval, proposal, checked)  # the PM approves the PR
+        if soak is not None and not soak.ready and soak.ready_at is not None:
+            wait_until(soak.ready_at, f"soak in {soak.env}: {soak.describe()}")
+        if not proposal.merged:
+            outside_freeze(run, env)
         try:
             with environment_lock_held(env):
                 merged = merge(
@@ -233,11 +269,68 @@ def promote_into(run: Promotion, env: Environment, checked: ReleaseCheck) -> Pro
                 )
                 record.merge = merged
                 record.deployed = confirm_or_roll_back(run, env, merged)
+                verified_or_rolled_back(run, env, merged)
+            notify(EVENT_ENVIRONMENT_DEPLOYED, version=str(run.release), env=env.name)
             return proposal
         except ApprovalVoid as exc:
             record.notes.append(str(exc))
             get_run_logger().warning("%s: %s; asking again", env.name, exc)
     raise PromotionStopped(f"{env.name}: the PR was rebuilt {MAX_REBUILDS} times; giving up")
+
+
+def soaked_in(run: Promotion, previous: Environment | None) -> SoakStatus | None:
+    """How long the release has run Healthy in the previous environment, when that one asks
+    for a soak time; stops the run when it no longer runs there (rolled back past it)."""
+    if previous is None or previous.soak_minutes <= 0:
+        return None
+    deployed = run.report.environment(previous.name).deployed
+    app = argo_tasks.get_app(run.rt.argocd(), previous.argocd_app)
+    since = (
+        healthy_since_history_id(app.status.history, deployed.history_id)
+        if deployed is not None and deployed.history_id is not None
+        else None
+    )
+    soak = soak_status(
+        previous.name, str(run.release), since, previous.soak_minutes, datetime.now(UTC)
+    )
+    if soak.ready_at is None:
+        raise PromotionStopped(soak.describe())
+    return soak
+
+
+def outside_freeze(run: Promotion, env: Environment) -> None:
+    """Merge only outside the environment's freeze windows: wait (without holding a process)
+    until they end, stop, or go on with an authorized override, as promotion.yaml says."""
+    verdict = check_freeze(
+        env.freeze,
+        datetime.now(UTC),
+        override_by=run.freeze_override_by,
+        override_reason=run.freeze_override_reason,
+    )
+    record = run.report.environment(env.name)
+    if verdict.freeze is not None:
+        record.freeze = verdict.describe()
+    if verdict.action == "stop":
+        raise PromotionStopped(f"{env.name}: {verdict.describe()}")
+    if verdict.action == "wait" and verdict.until is not None:
+        wait_until(verdict.until, f"{env.name}: {verdict.describe()}")
+
+
+def verified_or_rolled_back(run: Promotion, env: Environment, merged: MergeRecord) -> None:
+    """The checks after deploy (probes, a smoke-test deployment); a failure fails the
+    environment and, with auto_rollback, rolls it back. The lock is held."""
+    if env.verify is None:
+        return
+    result = verify_environment(env.verify, str(run.release), env.name)
+    record = run.report.environment(env.name)
+    record.verification = result
+    if result.ok:
+        return
+    if run.auto_rollback == "off":
+        run.report.finish("failed", f"{env.name}: {result.describe()}")
+        raise PromotionStopped(run.report.reason)
+    roll_back(run, env, merged, result.describe())
+    raise PromotionStopped(run.report.reason)
 
 
 def confirm_or_roll_back(run: Promotion, env: Environment, merged: MergeRecord) -> Deployed:
@@ -276,6 +369,12 @@ def roll_back(run: Promotion, env: Environment, merged: MergeRecord, why: str) -
     run.report.finish(
         "rolled back",
         f"{env.name} was unhealthy after the merge and was rolled back by {method}: {why}",
+    )
+    notify(
+        EVENT_PROMOTION_ROLLED_BACK,
+        version=str(run.release),
+        env=env.name,
+        reason=run.report.reason,
     )
 
 
@@ -319,6 +418,13 @@ def approve(
         if not proposal.pr.merged:
             gh_tasks.close(gh, proposal.pr.number)
         run.report.finish("rejected", reason)
+        notify(
+            EVENT_PROMOTION_REJECTED,
+            gate=approval.gate,
+            version=str(run.release),
+            env=env.name,
+            reason=reason,
+        )
         raise PromotionStopped(reason)
     return decision
 
@@ -337,6 +443,8 @@ def _description(run: Promotion, env: Environment, approval: Approval, proposal:
             f"Merging PR #{proposal.pr.number} deploys {run.release} to **{env.name}**. "
             f"Checks: {proposal.describe_checks()}."
         )
+        if record.soak:
+            head += f"\n\n**Soak:** {record.soak}."
     else:
         d = record.deployed
         head = (

@@ -75,6 +75,23 @@ def remember(key: str, value: dict[str, Any]) -> dict[str, Any]:
     return dict(client.filter_flow_run_input(context.flow_run.id, key, 1, set())[0].decoded_value)
 
 
+def notify(event: str, **payload: Any) -> None:
+    """Emit ``event`` about this flow run for the notification automations; never fails the run.
+
+    ``payload``: ``gate``, ``version``, ``env``, ``approvers``, ``reason`` as they apply (see
+    ``tasks.events``). Outside a flow run, or with events off, nothing is sent.
+    """
+    from tasks.events import emit
+
+    context = FlowRunContext.get()
+    if context is None or context.flow_run is None:
+        return
+    try:
+        emit(event, flow_run_id=context.flow_run.id, payload=payload)
+    except Exception as exc:  # a notification must never stop a promotion
+        get_run_logger().warning("Could not emit %s: %s", event, exc)
+
+
 def publish_report(report: RunReport, key: str) -> None:
     """Publish the run's summary artifact (also called when the run fails)."""
     try:

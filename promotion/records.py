@@ -16,6 +16,7 @@ from datetime import datetime
 
 from promotion.argocd import Deployed
 from promotion.github import ChecksSummary, PullRequestInfo
+from promotion.verify import VerificationResult
 
 
 def digest_of(value: object) -> str:
@@ -147,4 +148,7 @@ class EnvironmentRecord:
     merge: MergeRecord | None = None
     deployed: Deployed | None = None
     health: str | None = None  # a health that ended the step (Degraded, Progressing)
+    soak: str | None = None  # how long the release soaked in the previous environment
+    freeze: str | None = None  # a freeze window met before the merge (waited, overridden)
+    verification: VerificationResult | None = None  # the checks after deploy
     notes: list[str] = field(default_factory=list)

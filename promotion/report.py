@@ -94,7 +94,9 @@ class RunReport:
                 p, m, d = e.proposal, e.merge, e.deployed
                 pr = f"[#{p.pr.number}]({p.pr.url})" if p else "-"
                 sha = f"`{m.sha[:12]}`" if m else "-"
-                notes = list(e.notes)
+                notes = [x for x in (e.soak, e.freeze) if x] + list(e.notes)
+                if e.verification is not None:
+                    notes.append(e.verification.describe())
                 if m is not None and m.earlier:
                     notes.append("merged by an earlier execution of this run; confirmed again")
                 seconds = None
@@ -108,6 +110,9 @@ class RunReport:
                     f"{d.history_id if d and d.history_id is not None else '-'} | "
                     f"{_seconds(seconds)} | {'; '.join(notes)} |"
                 )
+        for e in self.environments:
+            if e.verification is not None:
+                lines += ["", f"## Verification in {e.env}", "", e.verification.to_markdown()]
         if self.approvals:
             lines += [
                 "",

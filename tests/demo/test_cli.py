@@ -6,7 +6,6 @@ import json
 from typing import Any
 
 import httpx
-import pytest
 from typer.testing import CliRunner
 
 from deployments.cli import app
@@ -81,11 +80,9 @@ def _schema(api: str, deployment: str) -> dict[str, Any]:
 
 def test_promote_sends_every_option_given(local_prefect: LocalPrefect, worker: Worker) -> None:
     api = local_prefect.api_url
-    wanted = {"approval_timeout_seconds", "auto_rollback", "allow_downgrade", "allow_held"}
-    if not wanted <= set(_schema(api, PROMOTE_DEPLOYMENT)):
-        pytest.skip("promote_release in this checkout does not take the new parameters yet")
     args = ["promote", "v9.9.7", "--initiator", "dev-dave", "--approval-timeout-seconds", "60"]
     args += ["--auto-rollback", "revert", "--allow-downgrade", "--allow-held"]
+    args += ["--freeze-override-by", "pm-carol", "--freeze-override-reason", "hotfix"]
     args += ["--config-file", "promotion.yaml", "--api-url", api]
     promoted = runner.invoke(app, args)
     assert promoted.exit_code == 0, promoted.output
@@ -96,8 +93,14 @@ def test_promote_sends_every_option_given(local_prefect: LocalPrefect, worker: W
         "auto_rollback": "revert",
         "allow_downgrade": True,
         "allow_held": True,
+        "freeze_override_by": "pm-carol",
+        "freeze_override_reason": "hotfix",
         "config_file": "promotion.yaml",
     }
+    # Every parameter of the flow has its option: what the UI can set, the CLI can too.
+    assert set(_schema(api, PROMOTE_DEPLOYMENT)) == set(
+        read_run(api, _run_id(promoted.output)).parameters
+    )
 
 
 def test_promote_refuses_an_unknown_auto_rollback(local_prefect: LocalPrefect) -> None:
