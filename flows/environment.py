@@ -71,6 +71,7 @@ def _proposal(rt: Runtime, env: Environment, pr: PullRequestInfo, started: float
             timeout=rt.settings.checks_timeout,
             poll_interval=rt.settings.poll_interval,
             head_sha=pr.head_sha,
+            check_apps=rt.config.github.check_apps,
         )
     return Proposal(env.name, pr, change.diff, change.digest, checks, time.monotonic() - started)
 

@@ -89,6 +89,7 @@ def run_rollback(
                 rt.config.github.required_checks,
                 poll_interval=rt.settings.poll_interval,
                 head_sha=pr.head_sha,
+                check_apps=rt.config.github.check_apps,
             )
             merge_sha: str | None = gh_tasks.merge(
                 gh, pr.number, rt.config.github.merge_method, expected_head_sha=pr.head_sha

@@ -82,6 +82,9 @@ class GitHubRepo(_Strict):
     repository: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")]
     base_branch: str = "main"
     required_checks: tuple[str, ...] = ("Kustomize validation",)
+    # check name -> id of the GitHub App that must post it (a commit status, or another app's
+    # check run of the same name, then does not count)
+    check_apps: dict[str, Annotated[int, Field(gt=0)]] = Field(default_factory=dict)
     merge_method: str = "squash"
 
     @field_validator("merge_method")

@@ -319,3 +319,13 @@ def test_secret_block_names_are_not_a_setting(clean_env: pytest.MonkeyPatch) -> 
     settings = Settings()
     assert "SECRET_BLOCKS" not in settings.model_dump()
     assert settings.SECRET_BLOCKS["github_token"] == "release-promotion-github-token"
+
+
+def test_a_check_can_be_pinned_to_the_github_app_that_posts_it() -> None:
+    pinned = THREE.replace(
+        "github: {repository: acme/gitops}",
+        "github: {repository: acme/gitops, check_apps: {Kustomize validation: 15368}}",
+    )
+    assert parse_config(pinned).github.check_apps == {"Kustomize validation": 15368}
+    with pytest.raises(ConfigError, match=r"github.check_apps.Kustomize validation"):
+        parse_config(pinned.replace("15368", "-1"))
