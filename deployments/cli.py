@@ -221,6 +221,10 @@ def promote(
     freeze_override_reason: Annotated[
         str | None, typer.Option(help="Why the freeze is overridden (with --freeze-override-by).")
     ] = None,
+    dry_run: Annotated[
+        bool,
+        typer.Option("--dry-run", help="Only show what it would do (PRs, gates, freezes)."),
+    ] = False,
     config_file: Annotated[
         str | None,
         typer.Option(help="The promotion setup file, as the worker sees it (default: its own)."),
@@ -253,6 +257,8 @@ def promote(
     if freeze_override_by is not None:
         parameters["freeze_override_by"] = freeze_override_by
         parameters["freeze_override_reason"] = freeze_override_reason
+    if dry_run:
+        parameters["dry_run"] = True
     if config_file is not None:
         parameters["config_file"] = config_file
     _start(api_url, PROMOTE_DEPLOYMENT, parameters, f"promoting {version}")

@@ -13,6 +13,7 @@ Where things happen (one hop from here):
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal
@@ -28,6 +29,7 @@ from flows.environment import (
     close_open_prs,
     confirm,
     environment_lock_held,
+    environment_versions,
     merge,
     propose,
 )
@@ -36,8 +38,9 @@ from flows.rollback import run_rollback
 from flows.runtime import Runtime, load_runtime, notify, publish_report, remember, run_started
 from promotion.argocd import Deployed, DeploymentDegraded, DeploymentStuckProgressing
 from promotion.config import Approval, ConfigError, Environment, Evidence, When, valid_login
-from promotion.freeze import check_freeze
-from promotion.models import Release
+from promotion.freeze import check_freeze, describe_windows
+from promotion.kustomize import set_image_tags
+from promotion.models import DowngradeRefused, Release
 from promotion.names import (
     EVENT_ENVIRONMENT_DEPLOYED,
     EVENT_PROMOTION_FAILED,
@@ -84,6 +87,7 @@ def promote_release(
     allow_held: bool = False,
     freeze_override_by: str | None = None,
     freeze_override_reason: str | None = None,
+    dry_run: bool = False,
     config_file: str | None = None,
 ) -> dict[str, object]:
     """Promote a release through every environment, with the approvals promotion.yaml names.
@@ -105,6 +109,8 @@ def promote_release(
         freeze_override_by: merge through a freeze window in force: your login, listed in the
             environment's `freeze.override_by` (recorded in the summary).
         freeze_override_reason: why the freeze is overridden (required with the login).
+        dry_run: only show, per environment, the PR it would open (the overlay diff), the
+            gates, freeze windows and checks it would meet; change nothing.
         config_file: a promotion setup to use instead of the project's promotion.yaml.
     """
     report = RunReport(
@@ -125,6 +131,8 @@ def promote_release(
             freeze_override_by,
             freeze_override_reason,
         )
+        if dry_run:
+            return plan(run)
         checked = verify_release(run)
         previous: Environment | None = None
         for env in run.rt.config.environments:
@@ -213,6 +221,77 @@ def start(
         }
     )
     return Promotion(rt, release, who, parameters, timeout, auto_rollback, allow_downgrade, report)
+
+
+def plan(run: Promotion) -> dict[str, object]:
+    """The dry run: what the promotion would do in each environment, read-only.
+
+    Reads the registry, the overlays on the base branch and the Argo CD applications; writes
+    nothing to Git, GitHub, Argo CD or the registry, takes no lock and asks no approval.
+    """
+    rt, release, report = run.rt, str(run.release), run.report
+    report.title = f"Dry run: promotion of {release}"
+    lines = [f"# Dry run: promotion of {release}", "", "Nothing was changed.", ""]
+    try:
+        digests = registry_tasks.check_release(rt.registry(), rt.registry_repositories(), release)
+        lines.append(f"- Registry: all {len(digests)} images of {release} are there.")
+    except Exception as exc:  # a dry run reports what a run would stop on
+        lines.append(f"- Registry: **the run would stop here**: {exc}")
+    checks = ", ".join(rt.config.github.required_checks) or "(none configured)"
+    lines.append(f"- Checks each PR must pass: {checks}, and what GitHub requires on the base.")
+    images = rt.config.images().values()
+    previous: Environment | None = None
+    for env in rt.config.environments:
+        before = gh_tasks.read_file(rt.github(), env.overlay)
+        after = set_image_tags(before, dict.fromkeys(images, release))
+        diff = "".join(
+            difflib.unified_diff(
+                before.splitlines(keepends=True),
+                after.splitlines(keepends=True),
+                f"a/{env.overlay}",
+                f"b/{env.overlay}",
+            )
+        )
+        lines += ["", f"## {env.name} ({env.argocd_app})", ""]
+        try:
+            run.release.check_forward(
+                sorted(environment_versions(rt, env, overlay=before)),
+                env.name,
+                allow_downgrade=run.allow_downgrade,
+            )
+        except DowngradeRefused as exc:
+            lines.append(f"- **The run would stop here:** {exc}")
+        app = argo_tasks.get_app(rt.argocd(), env.argocd_app)
+        if not app.autosync_enabled:
+            lines.append(
+                f"- **The merge would be refused:** auto-sync of {env.argocd_app} is off "
+                f"(`release-promotion resume-autosync {env.name}`)"
+            )
+        for approval in env.approvals:
+            lines.append(
+                f"- Gate **{approval.gate}** ({approval.when.value}): "
+                f"{', '.join(approval.approvers)}; GitHub evidence: {approval.github_evidence.value}"
+            )
+        if not env.approvals_at(When.BEFORE_MERGE):
+            lines.append("- Merged automatically once the checks pass.")
+        if previous is not None and previous.soak_minutes > 0:
+            lines.append(f"- Soak: {previous.soak_minutes:g} min Healthy in {previous.name} first.")
+        verdict = check_freeze(env.freeze, datetime.now(UTC))
+        lines.append(f"- Freeze: {verdict.describe()}.")
+        for window in describe_windows(env.freeze, datetime.now(UTC)):
+            lines.append(f"  - {window.line()}")
+        if env.verify is not None:
+            probes = ", ".join(p.url for p in env.verify.probes) or "no probes"
+            smoke = f"; smoke test {env.verify.deployment}" if env.verify.deployment else ""
+            lines.append(f"- Verification after deploy: {probes}{smoke}.")
+        lines += ["", "The PR it would open:", "", f"```diff\n{diff or '(no change)'}```"]
+        previous = env
+    create_markdown_artifact(
+        markdown="\n".join(lines) + "\n", key="promotion-dry-run", description=report.title
+    )
+    report.notes.append("Dry run: see the promotion-dry-run artifact; nothing was changed.")
+    report.finish("dry run")
+    return {"version": release, "outcome": "dry run", "plan": "\n".join(lines)}
 
 
 def verify_release(run: Promotion) -> ReleaseCheck:

@@ -82,7 +82,7 @@ def test_promote_sends_every_option_given(local_prefect: LocalPrefect, worker: W
     api = local_prefect.api_url
     args = ["promote", "v9.9.7", "--initiator", "dev-dave", "--approval-timeout-seconds", "60"]
     args += ["--auto-rollback", "revert", "--allow-downgrade", "--allow-held"]
-    args += ["--freeze-override-by", "pm-carol", "--freeze-override-reason", "hotfix"]
+    args += ["--freeze-override-by", "pm-carol", "--freeze-override-reason", "hotfix", "--dry-run"]
     args += ["--config-file", "promotion.yaml", "--api-url", api]
     promoted = runner.invoke(app, args)
     assert promoted.exit_code == 0, promoted.output
@@ -95,6 +95,7 @@ def test_promote_sends_every_option_given(local_prefect: LocalPrefect, worker: W
         "allow_held": True,
         "freeze_override_by": "pm-carol",
         "freeze_override_reason": "hotfix",
+        "dry_run": True,
         "config_file": "promotion.yaml",
     }
     # Every parameter of the flow has its option: what the UI can set, the CLI can too.

@@ -123,3 +123,41 @@ def test_a_failed_verification_fails_the_environment_and_rolls_it_back(
     summary = read_artifact(api, run.run_id, "promotion-summary")
     assert summary is not None and "## Verification in staging" in summary
     assert "v0.9.9" in summary
+
+
+def test_a_dry_run_shows_the_plan_and_changes_nothing(
+    sandbox: Sandbox,
+    tmp_path: Path,
+    prefect_server: LocalPrefect,
+    run_in_background: Callable[..., BackgroundRun],
+) -> None:
+    api = prefect_server.api_url
+    window = (
+        "    freeze:\n      windows:\n"
+        '        - cron: "0 18 * * FRI"\n          duration: 3840\n'
+        "          timezone: Europe/Paris\n          reason: weekend freeze\n"
+    )
+    setup = _setup(tmp_path, staging_extra="    soak_minutes: 30\n", prod_extra=window)
+    head, branches = sandbox.github.head("main"), sandbox.github.branches()
+    with argo(sandbox) as client:
+        before = {
+            a: client.get_app(a).status.history
+            for a in ("staging-microservices-demo", "prod-microservices-demo")
+        }
+    run = run_in_background(
+        promote_release, version="v1.0.1", initiator=INITIATOR, config_file=setup, dry_run=True
+    )
+    final = run.join()
+    assert final.state_type == "COMPLETED", final.message
+    assert sandbox.github.head("main") == head and sandbox.github.branches() == branches
+    assert pulls(sandbox) == []
+    with argo(sandbox) as client:
+        after = {a: client.get_app(a).status.history for a in before}
+    assert after == before, "no Argo CD change"
+    plan = read_artifact(api, run.run_id, "promotion-dry-run")
+    assert plan is not None
+    assert plan.count("+    newTag: v1.0.1") == 18 and plan.count("-    newTag: v1.0.0") == 18
+    assert "Gate **qa** (after_deploy): qa-alice, qa-bob" in plan
+    assert "Gate **pm** (before_merge): pm-carol" in plan
+    assert "Soak: 30 min Healthy in staging first." in plan
+    assert "weekend freeze" in plan and "Kustomize validation" in plan
