@@ -14,8 +14,8 @@ from promotion.config import DEFAULT_CONFIG
 
 def test_status_lists_the_freeze_windows(tmp_path: Path) -> None:
     text = DEFAULT_CONFIG.read_text(encoding="utf-8").replace(
-        "    gate: pm_approval     # merged after the project manager approves\n",
-        "    gate: pm_approval\n    freeze:\n      windows:\n"
+        "    argocd_app: prod-microservices-demo\n",
+        "    argocd_app: prod-microservices-demo\n    freeze:\n      windows:\n"
         '        - {start: "2020-01-01T00:00:00", end: "2099-01-01T00:00:00", reason: audit}\n'
         '        - {cron: "0 18 * * FRI", duration: 60, timezone: Europe/Paris}\n',
     )

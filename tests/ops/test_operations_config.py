@@ -28,17 +28,16 @@ environments:
   - name: staging
     overlay: kustomize/staging/kustomization.yaml
     argocd_app: staging-microservices-demo
-    gate: auto
+    approvals: [{{gate: qa, when: after_deploy, approvers: [qa-alice, qa-bob]}}]
 {textwrap.indent(textwrap.dedent(staging_extra), "    ")}
   - name: prod
     overlay: kustomize/prod/kustomization.yaml
     argocd_app: prod-microservices-demo
-    gate: pm_approval
+    approvals: [{{gate: pm, when: before_merge, approvers: [pm-carol]}}]
 {textwrap.indent(textwrap.dedent(prod_extra), "    ")}
 """
-    head, _, rest = BASE.partition("environments:")
-    tail = rest[rest.index("approvers:") :]
-    return head + envs + "\n" + tail + "\n" + textwrap.dedent(top)
+    head, _, _ = BASE.partition("environments:")
+    return head + envs + "\n" + textwrap.dedent(top)
 
 
 def test_the_default_setup_keeps_its_meaning() -> None:

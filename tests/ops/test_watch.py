@@ -130,11 +130,11 @@ def holds() -> Iterator[None]:
 def watching_setup(tmp_path: Path) -> str:
     text = DEFAULT_CONFIG.read_text(encoding="utf-8")
     text = text.replace(
-        "    gate: auto            # merged as soon as the checks pass\n",
-        "    gate: auto\n    soak_minutes: 30\n",
+        "    argocd_app: staging-microservices-demo\n",
+        "    argocd_app: staging-microservices-demo\n    soak_minutes: 30\n",
     ).replace(
-        "    gate: pm_approval     # merged after the project manager approves\n",
-        "    gate: pm_approval\n    freeze:\n      windows:\n"
+        "    argocd_app: prod-microservices-demo\n",
+        "    argocd_app: prod-microservices-demo\n    freeze:\n      windows:\n"
         '        - {start: "2020-01-01T00:00:00", end: "2099-01-01T00:00:00", reason: audit}\n',
     )
     text += "\nwatch:\n  enabled: true\n  initiator: release-watcher\n"
