@@ -262,6 +262,42 @@ def approve(
     raise _fail(f"{result.status}: {result.reason or 'the run is not waiting for an approval'}")
 
 
+def _check_env(env: str, config_file: str | None = None) -> None:
+    """Refuse an environment that cannot exist (exit 2) before anything is started.
+
+    Its form is checked always; its name against the promotion setup this checkout reads
+    (``config_file``, else ``RELEASE_PROMOTION_CONFIG_FILE``, else ``promotion.yaml``) when that
+    setup can be read here: the worker may hold another setup, which then decides.
+    """
+    import os
+    import re
+
+    from promotion.config import ConfigError, load_config
+
+    if re.fullmatch(r"[a-z0-9]([a-z0-9-]*[a-z0-9])?", env) is None or len(env) > 63:
+        raise _fail(
+            f"invalid environment {env!r}: an environment name is lowercase letters, digits "
+            "and inner '-' (as in promotion.yaml)",
+            2,
+        )
+    path = config_file or os.environ.get("RELEASE_PROMOTION_CONFIG_FILE") or None
+    try:
+        setup = load_config(path)
+    except ConfigError:
+        return
+    names = setup.order.names
+    if env not in names:
+        raise _fail(
+            f"unknown environment {env!r}; {path or 'promotion.yaml'} has: {', '.join(names)}",
+            2,
+        )
+
+
+def _check_rollback_target(to: str) -> None:
+    if to != "previous" and not (to.isdigit() and int(to) > 0):
+        raise _fail(f"--to must be 'previous', an Argo CD history id or a PR number, not {to!r}", 2)
+
+
 @app.command()
 def rollback(
     env: Annotated[str, typer.Argument(help="The environment, for example prod.")],
@@ -276,6 +312,8 @@ def rollback(
     """Start rollback-release for ENV; print the run's link."""
     if method not in ("argocd", "revert"):
         raise _fail(f"--method must be argocd or revert, not {method!r}", 2)
+    _check_env(env)
+    _check_rollback_target(to)
     _start(
         api_url,
         ROLLBACK_DEPLOYMENT,
@@ -294,6 +332,7 @@ def resume_autosync(
     api_url: ApiUrl = DEFAULT_API,
 ) -> None:
     """Start resume-autosync for ENV (auto-sync back on after an Argo CD rollback); print the link."""
+    _check_env(env, config_file)
     parameters: dict[str, Any] = {"env": env}
     if config_file is not None:
         parameters["config_file"] = config_file
