@@ -43,6 +43,7 @@ pytestmark = [
 def postgres_prefect(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[tuple[LocalPrefect, LocalPostgres]]:
+    started = time.monotonic()
     with (
         LocalPostgres() as pg,
         LocalPrefect(
@@ -54,6 +55,7 @@ def postgres_prefect(
         ensure_concurrency_limit(server.api_url)
         deploy(server.env(), names=["promote-release", "finish-promotion"])
         ensure_finish_automation(server.api_url)
+        print(f"\nPostgreSQL, Prefect on it, deployed: {time.monotonic() - started:.1f}s")
         yield server, pg
 
 
@@ -65,6 +67,7 @@ def _resume(api: str, run_id: str, gate: str, approver: str, workers: list[Worke
         timeout=150,
     )
     assert view.paused, (view, *(w.log_tail() for w in workers))
+    print(f"{gate} gate waiting at {time.strftime('%H:%M:%S')}")
     result = resume_run(api, run_id, {"approved": True, "approver": approver, "comment": "ok"})
     assert result.status == "ACCEPT", result
 
@@ -97,11 +100,13 @@ def test_promotion_on_postgres_with_two_workers(
     started = time.monotonic()
     with start_sandbox(tmp_path / "sandbox", health_delay=0.2) as box:
         env = server.env({**box.env(), "RELEASE_PROMOTION_POLL_INTERVAL": "0.2"})
-        with (
-            Worker(env, log_path=tmp_path / "worker-1.log") as one,
-            Worker(env, log_path=tmp_path / "worker-2.log") as two,
-        ):
-            workers = [one, two]
+        workers = [Worker(env, log_path=tmp_path / f"worker-{n}.log") for n in (1, 2)]
+        try:
+            # One after the other, from this thread: a worker dies with the thread that started
+            # it (deployments.local's parent-death signal), so not from a thread pool.
+            for worker in workers:
+                worker.start()
+            print(f"two workers up: {time.monotonic() - started:.1f}s")
             run = start_run(api, "promote-release", {"version": "v1.0.1", "initiator": INITIATOR})
             _resume(api, run.id, "qa", "qa-alice", workers)
             _resume(api, run.id, "pm", "pm-carol", workers)
@@ -110,6 +115,9 @@ def test_promotion_on_postgres_with_two_workers(
                 final.message,
                 *(w.log_tail() for w in workers),
             )
+        finally:
+            for worker in workers:
+                worker.stop()
 
         assert tags(box, PROD) == {"v1.0.1"} and tags(box, STAGING) == {"v1.0.1"}
         prs = pulls(box)
