@@ -270,16 +270,19 @@ def _check_env(env: str, config_file: str | None = None) -> None:
     setup can be read here: the worker may hold another setup, which then decides.
     """
     import os
-    import re
 
-    from promotion.config import ConfigError, load_config
+    from pydantic import TypeAdapter, ValidationError
 
-    if re.fullmatch(r"[a-z0-9]([a-z0-9-]*[a-z0-9])?", env) is None or len(env) > 63:
+    from promotion.config import ConfigError, Name, load_config
+
+    try:
+        TypeAdapter(Name).validate_python(env)
+    except ValidationError:
         raise _fail(
             f"invalid environment {env!r}: an environment name is lowercase letters, digits "
             "and inner '-' (as in promotion.yaml)",
             2,
-        )
+        ) from None
     path = config_file or os.environ.get("RELEASE_PROMOTION_CONFIG_FILE") or None
     try:
         setup = load_config(path)

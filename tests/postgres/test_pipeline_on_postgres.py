@@ -119,6 +119,11 @@ def test_promotion_on_postgres_with_two_workers(
             for worker in workers:
                 worker.stop()
 
+        # Three flow processes: the start and one per resumed approval. Both workers poll the
+        # same pool; when both try to take a run, the server lets one have it.
+        logs = [(tmp_path / f"worker-{n}.log").read_text(errors="replace") for n in (1, 2)]
+        starts = sum(log.count(f"Beginning flow run '{final.name}'") for log in logs)
+        assert starts == 3, logs
         assert tags(box, PROD) == {"v1.0.1"} and tags(box, STAGING) == {"v1.0.1"}
         prs = pulls(box)
         assert sorted(p["head"]["ref"] for p in prs) == [
