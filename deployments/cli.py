@@ -262,38 +262,24 @@ def approve(
     raise _fail(f"{result.status}: {result.reason or 'the run is not waiting for an approval'}")
 
 
-def _check_env(env: str, config_file: str | None = None) -> None:
-    """Refuse an environment that cannot exist (exit 2) before anything is started.
+def _check_env(env: str) -> None:
+    """Refuse an environment name that cannot exist (exit 2) before anything is started.
 
-    Its form is checked always; its name against the promotion setup this checkout reads
-    (``config_file``, else ``RELEASE_PROMOTION_CONFIG_FILE``, else ``promotion.yaml``) when that
-    setup can be read here: the worker may hold another setup, which then decides.
+    Only its form: which environments exist is for the setup the worker reads (its own
+    ``promotion.yaml`` or ``RELEASE_PROMOTION_CONFIG_FILE``), and the flow names an unknown one.
     """
-    import os
-
     from pydantic import TypeAdapter, ValidationError
 
-    from promotion.config import ConfigError, Name, load_config
+    from promotion.config import Name
 
     try:
         TypeAdapter(Name).validate_python(env)
     except ValidationError:
         raise _fail(
             f"invalid environment {env!r}: an environment name is lowercase letters, digits "
-            "and inner '-' (as in promotion.yaml)",
+            "and inner '-', at most 63 characters (as in promotion.yaml)",
             2,
         ) from None
-    path = config_file or os.environ.get("RELEASE_PROMOTION_CONFIG_FILE") or None
-    try:
-        setup = load_config(path)
-    except ConfigError:
-        return
-    names = setup.order.names
-    if env not in names:
-        raise _fail(
-            f"unknown environment {env!r}; {path or 'promotion.yaml'} has: {', '.join(names)}",
-            2,
-        )
 
 
 def _check_rollback_target(to: str) -> None:
@@ -335,7 +321,7 @@ def resume_autosync(
     api_url: ApiUrl = DEFAULT_API,
 ) -> None:
     """Start resume-autosync for ENV (auto-sync back on after an Argo CD rollback); print the link."""
-    _check_env(env, config_file)
+    _check_env(env)
     parameters: dict[str, Any] = {"env": env}
     if config_file is not None:
         parameters["config_file"] = config_file

@@ -117,3 +117,29 @@ def test_a_bad_setup_ends_the_run_naming_each_problem(
     assert "environments[0].approvals[0].when" in message, message
     assert "listed twice: qa" in message, message
     _assert_nothing_written(sandbox, main, argocd)
+
+
+@pytest.mark.parametrize(
+    ("parameters", "expected"),
+    [
+        ({"env": "qa-eu"}, ["unknown environment 'qa-eu'", "staging, prod"]),
+        ({"env": "prod", "method": "revert", "to": "last-week"}, ["'last-week'"]),
+    ],
+    ids=["unknown env", "bad to"],
+)
+def test_a_bad_rollback_ends_the_run_before_anything_is_written(
+    parameters: dict[str, str],
+    expected: list[str],
+    sandbox: Sandbox,
+    prefect_server: LocalPrefect,
+    run_in_background: Callable[..., BackgroundRun],
+) -> None:
+    """What the CLI cannot know (the worker's setup) the flow refuses, naming it."""
+    from flows.rollback import rollback_release
+
+    main, argocd = sandbox.github.head("main"), _argocd(sandbox)
+    final = run_in_background(rollback_release, **parameters).join()
+    assert final.state_type == "FAILED", final
+    for words in expected:
+        assert words in (final.message or ""), final.message
+    _assert_nothing_written(sandbox, main, argocd)

@@ -441,17 +441,17 @@ BAD_COMMANDS: dict[str, tuple[list[str], list[str]]] = {
         ["rollback", "prod", "--method", "kubectl"],
         ["--method must be argocd or revert, not 'kubectl'"],
     ),
-    "rollback: malformed env": (["rollback", "Prod!"], ["'Prod!'", "environment"]),
-    "rollback: unknown env": (["rollback", "qa-eu"], ["unknown environment 'qa-eu'", "prod"]),
+    "rollback: malformed env": (["rollback", "Prod!"], ["invalid environment 'Prod!'"]),
     "rollback: bad --to": (
         ["rollback", "prod", "--to", "last-week"],
         ["--to", "'last-week'", "previous"],
     ),
     "rollback: negative --to": (["rollback", "prod", "--to", "-3"], ["--to", "'-3'"]),
-    "resume-autosync: unknown env": (
-        ["resume-autosync", "qa-eu"],
-        ["unknown environment 'qa-eu'"],
+    "resume-autosync: malformed env": (
+        ["resume-autosync", "prod/eu"],
+        ["invalid environment 'prod/eu'"],
     ),
+    "rollback: env too long": (["rollback", "p" * 64], ["invalid environment", "63 characters"]),
 }
 
 
@@ -460,7 +460,6 @@ def test_a_bad_cli_argument_is_refused_naming_it(
     args: list[str], expected: list[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("PREFECT_API_URL", NOWHERE)
-    monkeypatch.delenv("RELEASE_PROMOTION_CONFIG_FILE", raising=False)
     monkeypatch.setenv("COLUMNS", "200")
     result = CliRunner().invoke(app, args)
     output = _plain(result.output)
