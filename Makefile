@@ -3,7 +3,7 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 # uv from PATH, else as a module of python3 (installed with pip on first use).
 UV ?= $(shell command -v uv 2>/dev/null || echo python3 -m uv)
-DEB_PACKAGES := git docker-registry chromium
+DEB_PACKAGES := git docker-registry chromium postgresql
 export DO_NOT_TRACK := 1
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export UV_LINK_MODE := copy

@@ -293,6 +293,31 @@ def approve(
     raise _fail(f"{result.status}: {result.reason or 'the run is not waiting for an approval'}")
 
 
+def _check_env(env: str) -> None:
+    """Refuse an environment name that cannot exist (exit 2) before anything is started.
+
+    Only its form: which environments exist is for the setup the worker reads (its own
+    ``promotion.yaml`` or ``RELEASE_PROMOTION_CONFIG_FILE``), and the flow names an unknown one.
+    """
+    from pydantic import TypeAdapter, ValidationError
+
+    from promotion.config import Name
+
+    try:
+        TypeAdapter(Name).validate_python(env)
+    except ValidationError:
+        raise _fail(
+            f"invalid environment {env!r}: an environment name is lowercase letters, digits "
+            "and inner '-', at most 63 characters (as in promotion.yaml)",
+            2,
+        ) from None
+
+
+def _check_rollback_target(to: str) -> None:
+    if to != "previous" and not (to.isdigit() and int(to) > 0):
+        raise _fail(f"--to must be 'previous', an Argo CD history id or a PR number, not {to!r}", 2)
+
+
 @app.command()
 def rollback(
     env: Annotated[str, typer.Argument(help="The environment, for example prod.")],
@@ -307,6 +332,8 @@ def rollback(
     """Start rollback-release for ENV; print the run's link."""
     if method not in ("argocd", "revert"):
         raise _fail(f"--method must be argocd or revert, not {method!r}", 2)
+    _check_env(env)
+    _check_rollback_target(to)
     _start(
         api_url,
         ROLLBACK_DEPLOYMENT,
@@ -325,6 +352,7 @@ def resume_autosync(
     api_url: ApiUrl = DEFAULT_API,
 ) -> None:
     """Start resume-autosync for ENV (auto-sync back on after an Argo CD rollback); print the link."""
+    _check_env(env)
     parameters: dict[str, Any] = {"env": env}
     if config_file is not None:
         parameters["config_file"] = config_file

@@ -26,6 +26,10 @@ class KustomizationError(ValueError):
 
 
 _KINDS = {"Kustomization", "Component"}
+MAX_KUSTOMIZATION_BYTES = 1024 * 1024
+"""A kustomization larger than this is refused before it is parsed. Real overlays are a few KB;
+GitHub's contents API serves files up to 1 MB inline; and the pure-Python parser needs about a
+minute for 4 MB on two busy cores, which would hold a worker (and an environment's lock)."""
 # A plain tag must read back as a string for every YAML reader of the file: kustomize reads
 # kustomizations with go-yaml v2 (YAML 1.1: `on`, `y`, `0b11`, `1_000` are not strings) and
 # refuses a non-string newTag; ruamel.yaml and yaml.v3 read YAML 1.2. Anything else is quoted.
@@ -82,6 +86,12 @@ class _TagSpot:
 
 
 def _load(text: str) -> Any:
+    size = len(text.encode("utf-8", errors="replace"))
+    if size > MAX_KUSTOMIZATION_BYTES:
+        raise KustomizationError(
+            f"kustomization too large: {size} bytes, more than the {MAX_KUSTOMIZATION_BYTES} "
+            "bytes an overlay may hold (is it generated or concatenated by mistake?)"
+        )
     yaml = YAML(typ="rt", pure=True)
     try:
         docs = [d for d in yaml.load_all(text) if d is not None]
