@@ -25,9 +25,11 @@ def clear_holds(api_url: str) -> None:
     """Lift every hold: holds live in a server-wide Variable, and each test has its own world."""
     import httpx
 
+    from deployments.runs import request_with_retry
     from promotion.names import HOLDS_VARIABLE
 
-    response = httpx.delete(f"{api_url}/variables/name/{HOLDS_VARIABLE}", timeout=15)
+    with httpx.Client(timeout=15) as http:  # a busy SQLite server answers 503 now and then
+        response = request_with_retry(http, "DELETE", f"{api_url}/variables/name/{HOLDS_VARIABLE}")
     assert response.status_code in {204, 404}, response.text
 
 

@@ -33,6 +33,7 @@ def deployed(prefect_server: LocalPrefect) -> str:
 @pytest.fixture
 def slow_check_sandbox(tmp_path: Path, prefect_server: LocalPrefect) -> Iterator[Sandbox]:
     # A 3 s validation check leaves time to kill the worker while the prod checks run.
+    clear_holds(prefect_server.api_url)
     with start_sandbox(tmp_path / "sandbox", check_duration=3.0, health_delay=0.2) as box:
         yield box
 

@@ -124,8 +124,8 @@ BAD_CONFIGS: dict[str, tuple[str, list[str]]] = {
     ),
     "no services": (_with(_set("services", [])), ["services:", "at least 1"]),
     "unknown top-level key": (
-        _with(_set("notifications", {"slack": "#releases"})),
-        ["notifications:", "Extra inputs are not permitted"],
+        _with(_set("notify", {"slack": "#releases"})),
+        ["notify:", "Extra inputs are not permitted"],
     ),
     "unknown environment key": (
         _with(_set("environments.1.auto_merge", True)),
