@@ -423,6 +423,20 @@ def image_tags(images: Iterable[str]) -> dict[str, list[str]]:
     return out
 
 
+def _healthy_after(current: Application, op: OperationState, app: str) -> bool:
+    """Healthy as assessed after the operation ``op`` finished; Degraded raises."""
+    if not _fresh(current.status.reconciled_at, op.finished_at):
+        return False  # health not yet assessed after the operation
+    health = current.status.health
+    if health.status == "Degraded":
+        raise DeploymentDegraded(
+            f"[{app}] revision {_short(op.revision)} is Degraded: "
+            f"{health.message or 'no message from Argo CD'}",
+            app=app,
+        )
+    return health.status == "Healthy"
+
+
 def _short(revision: str) -> str:
     return revision[:12] if revision else "-"
 
@@ -874,16 +888,7 @@ class ArgoCDClient:
         _raise_on_comparison_error(current, app, refreshed_at)
         if current.status.sync.status != "Synced":
             return None
-        if not _fresh(current.status.reconciled_at, op.finished_at):
-            return None  # health not yet assessed after the operation
-        health = current.status.health
-        if health.status == "Degraded":
-            raise DeploymentDegraded(
-                f"[{app}] revision {_short(op.revision)} is Degraded: "
-                f"{health.message or 'no message from Argo CD'}",
-                app=app,
-            )
-        if health.status != "Healthy":
+        if not _healthy_after(current, op, app):
             return None
         live = image_tags(current.status.summary.images)
         differ = {
@@ -912,7 +917,7 @@ class ArgoCDClient:
         return Deployed(
             app=app,
             revision=op.revision,
-            health=health.status,
+            health=current.status.health.status,
             history_id=history_id,
             seconds=round(self._clock() - start, 3),
             finished_at=op.finished_at,
@@ -983,16 +988,7 @@ class ArgoCDClient:
             )
         if op.phase != "Succeeded":
             return None
-        if not _fresh(current.status.reconciled_at, op.finished_at):
-            return None
-        health = current.status.health
-        if health.status == "Degraded":
-            raise DeploymentDegraded(
-                f"[{app}] revision {_short(revision)} is Degraded: "
-                f"{health.message or 'no message from Argo CD'}",
-                app=app,
-            )
-        if health.status != "Healthy":
+        if not _healthy_after(current, op, app):
             return None
         history_id = next(
             (h.id for h in reversed(current.status.history) if h.revision == revision), None
@@ -1000,7 +996,7 @@ class ArgoCDClient:
         return Deployed(
             app=app,
             revision=revision,
-            health=health.status,
+            health=current.status.health.status,
             history_id=history_id,
             seconds=round(self._clock() - start, 3),
             finished_at=op.finished_at,
