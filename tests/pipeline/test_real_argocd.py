@@ -30,23 +30,33 @@ class ReadmePusher:
         git("clone", "--quiet", box.info.git_url, str(work))
         self.work, self.interval, self.pushed = work, interval, 0
         self._stop = threading.Event()
+        self._lock = threading.Lock()  # the test pushes too, while the thread runs
         self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def push_one(self) -> None:
-        git("pull", "--quiet", "--rebase", "origin", "main", cwd=self.work)
-        readme = self.work / "README.md"
-        readme.write_text(f"unrelated change {self.pushed}\n")
-        git("add", "README.md", cwd=self.work)
-        git("commit", "--quiet", "-m", f"docs: unrelated {self.pushed}", cwd=self.work)
-        git("push", "--quiet", "origin", "HEAD:main", cwd=self.work)
-        self.pushed += 1
+    def push_one(self, attempts: int = 5) -> None:
+        """One README commit on top of the current ``main`` (a push that loses a race with a
+        merge starts again from the new head)."""
+        with self._lock:
+            for attempt in range(attempts):
+                git("fetch", "--quiet", "origin", "main", cwd=self.work)
+                git("reset", "--quiet", "--hard", "origin/main", cwd=self.work)
+                (self.work / "README.md").write_text(f"unrelated change {self.pushed}\n")
+                git("commit", "--quiet", "-am", f"docs: unrelated {self.pushed}", cwd=self.work)
+                try:
+                    git("push", "--quiet", "origin", "HEAD:main", cwd=self.work)
+                except RuntimeError:
+                    if attempt == attempts - 1:
+                        raise
+                    continue
+                self.pushed += 1
+                return
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
             try:
                 self.push_one()
-            except Exception:  # a push that lost a race with a merge: try again next time
-                git("reset", "--quiet", "--hard", "origin/main", cwd=self.work)
+            except RuntimeError:  # lost five races in a row: try again next time
+                pass
 
     def __enter__(self) -> ReadmePusher:
         self._thread.start()
