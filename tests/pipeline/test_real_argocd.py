@@ -9,6 +9,7 @@ tests/pipeline/test_rollback.py.)
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -53,10 +54,8 @@ class ReadmePusher:
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
-            try:
+            with contextlib.suppress(RuntimeError):  # lost five races in a row: next time
                 self.push_one()
-            except RuntimeError:  # lost five races in a row: try again next time
-                pass
 
     def __enter__(self) -> ReadmePusher:
         self._thread.start()
