@@ -42,6 +42,14 @@ def _github_calls(admin: str) -> int:
     return int(httpx.get(f"{admin}/_sandbox/stats").json()["total"])
 
 
+def _github_routes(admin: str) -> dict[str, int]:
+    return {k: int(v) for k, v in httpx.get(f"{admin}/_sandbox/stats").json()["routes"].items()}
+
+
+def _minus(after: dict[str, int], before: dict[str, int]) -> dict[str, int]:
+    return {k: n - before.get(k, 0) for k, n in sorted(after.items()) if n - before.get(k, 0)}
+
+
 def _seconds(a: str, b: str) -> float:
     return (datetime.fromisoformat(b) - datetime.fromisoformat(a)).total_seconds()
 
@@ -61,7 +69,7 @@ def _timings(api: str, run_id: str) -> tuple[float, float]:
     return paused, sum(float(t.get("total_run_time") or 0.0) for t in tasks)
 
 
-def one_round(api: str, tmp: Path) -> dict[str, float]:
+def one_round(api: str, tmp: Path) -> dict[str, Any]:
     from flows.promote import promote_release
     from sandbox.launcher import start_sandbox
 
@@ -81,6 +89,7 @@ def one_round(api: str, tmp: Path) -> dict[str, float]:
             )
 
         calls_before = _github_calls(admin)
+        routes = [_github_routes(admin)]
         started = time.perf_counter()
         thread = threading.Thread(target=run)
         thread.start()
@@ -96,10 +105,12 @@ def one_round(api: str, tmp: Path) -> dict[str, float]:
                     break
                 time.sleep(0.02)
             per_env[env] = _github_calls(admin) - calls_before - sum(per_env.values())
+            routes.append(_github_routes(admin))
             assert resume_run(api, run_id, {"approved": True, "approver": approver}).accepted
         thread.join()
         wall = time.perf_counter() - started
         per_env["prod"] += _github_calls(admin) - calls_before - sum(per_env.values())
+        routes.append(_github_routes(admin))
         state = result["state"]
         if not state.is_completed():
             raise SystemExit(f"the promotion did not complete: {state.message}")
@@ -114,12 +125,19 @@ def one_round(api: str, tmp: Path) -> dict[str, float]:
         "issue_figure": wall - paused - configured,
         "github_staging": per_env["staging"],
         "github_prod": per_env["prod"],
+        "routes_staging": _minus(routes[1], routes[0]),
+        "routes_prod": _minus(routes[3], routes[1]),
     }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--routes",
+        action="store_true",
+        help="also print the GitHub calls of the last round by route",
+    )
     args = parser.parse_args()
     os.environ.setdefault("DO_NOT_TRACK", "1")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
@@ -146,6 +164,11 @@ def main() -> None:
         f"GitHub calls staging {statistics.median(r['github_staging'] for r in later):.0f}, "
         f"prod {statistics.median(r['github_prod'] for r in later):.0f}"
     )
+    if args.routes:
+        for env in ("staging", "prod"):
+            print(f"GitHub calls into {env} (last round):")
+            for route, n in rows[-1][f"routes_{env}"].items():
+                print(f"  {n:>3}  {route}")
 
 
 if __name__ == "__main__":

@@ -61,7 +61,7 @@ def environment_versions(
 
 def _proposal(rt: Runtime, env: Environment, pr: PullRequestInfo, started: float) -> Proposal:
     gh = rt.github()
-    change = gh_tasks.pr_change(gh, pr.number)
+    change = gh_tasks.pr_change(gh, pr.number, pr.head_sha)
     checks = None
     if not pr.merged:
         checks = gh_tasks.wait_for_checks(
@@ -72,33 +72,58 @@ def _proposal(rt: Runtime, env: Environment, pr: PullRequestInfo, started: float
             poll_interval=rt.settings.poll_interval,
             head_sha=pr.head_sha,
             check_apps=rt.config.github.check_apps,
+            protected=pr.base_checks,
         )
     return Proposal(env.name, pr, change.diff, change.digest, checks, time.monotonic() - started)
 
 
-def propose(rt: Runtime, env: Environment, release: Release, *, allow_downgrade: bool) -> Proposal:
+def _merged_earlier(rt: Runtime, env: Environment, release: Release, ours: PullRequestInfo) -> None:
+    """A merged PR of this release: the environment must still run it, else the run stops."""
+    running = environment_versions(rt, env)
+    if running != {str(release)}:
+        raise PromotionStopped(
+            f"{env.name} has moved on since this run merged {release} there (PR "
+            f"#{ours.number}); it now runs {', '.join(sorted(running))}. What was approved "
+            "there no longer runs: start a new promotion"
+        )
+
+
+def propose(
+    rt: Runtime, env: Environment, release: Release, *, allow_downgrade: bool, resumed: bool = True
+) -> Proposal:
     """Open (or find) the PR that sets every image of ``release`` in ``env``, and its checks.
 
     A PR of this release that already merged (an earlier execution of this run) is returned as
     it is, and never opened again: if the environment has moved on to another version since,
     the run stops, because what was approved there no longer runs.
+
+    ``resumed``: an earlier execution of this run may have opened or merged the PR (False only
+    on a run's first execution, which then looks for a merged PR only when there is nothing to
+    promote: one GitHub call less per environment).
     """
     started = time.monotonic()
     gh = rt.github()
-    ours = gh_tasks.find_promotion_pr(gh, env.name, str(release))
-    if ours is not None and ours.merged:
-        running = environment_versions(rt, env)
-        if running != {str(release)}:
-            raise PromotionStopped(
-                f"{env.name} has moved on since this run merged {release} there (PR "
-                f"#{ours.number}); it now runs {', '.join(sorted(running))}. What was approved "
-                "there no longer runs: start a new promotion"
-            )
-        return _proposal(rt, env, ours, started)
-    release.check_forward(
-        sorted(environment_versions(rt, env)), env.name, allow_downgrade=allow_downgrade
+    if resumed:
+        ours = gh_tasks.find_promotion_pr(gh, env.name, str(release))
+        if ours is not None and ours.merged:
+            _merged_earlier(rt, env, release, ours)
+            return _proposal(rt, env, ours, started)
+    # Opening it checks, on the overlay it edits, that the environment only moves forward.
+    pr = gh_tasks.ensure_promotion_pr(
+        gh,
+        env,
+        str(release),
+        rt.config.images(),
+        allow_downgrade=allow_downgrade,
+        fresh=not resumed,
     )
-    pr = gh_tasks.open_promotion_pr(gh, env, str(release), rt.config.images())
+    if pr is None:
+        raise PromotionStopped(
+            f"{env.name} already runs {release}, but not through a promotion PR of this "
+            "release: nothing to propose or approve there"
+        )
+    if pr.merged:
+        _merged_earlier(rt, env, release, pr)
     return _proposal(rt, env, pr, started)
 
 
@@ -129,7 +154,9 @@ def _merge_result_is_approved(
 ) -> None:
     """The base's overlay with our tags must be exactly the PR head's overlay, else rebuild."""
     gh = rt.github()
-    head = gh_tasks.read_file(gh, env.overlay, proposal.pr.head_sha)
+    head = proposal.pr.content.get(env.overlay)  # known when this execution opened the PR
+    if head is None:
+        head = gh_tasks.read_file(gh, env.overlay, proposal.pr.head_sha)
     if set_image_tags(base, read_image_tags(head)) != head:
         rebuilt = gh_tasks.open_promotion_pr(gh, env, str(release), rt.config.images())
         raise ApprovalVoid(

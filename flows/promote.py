@@ -75,6 +75,9 @@ class Promotion:
     report: RunReport
     freeze_override_by: str | None = None
     freeze_override_reason: str | None = None
+    # Set by verify_release: True when an earlier execution of this run (before a suspend, a
+    # crash or a retry) got that far, so PRs of this run may exist already, merged or not.
+    resumed: bool = True
 
 
 @flow(name=PROMOTE_FLOW, log_prints=True, persist_result=True)
@@ -302,10 +305,11 @@ def verify_release(run: Promotion) -> ReleaseCheck:
     )
     checked = ReleaseCheck(str(run.release), digests)
     # What the first execution of this run saw is what QA tested: a resumed run compares.
-    first = ReleaseCheck(
-        str(run.release),
-        remember(f"release-digests-{digest_of(str(run.release))[:16]}", dict(digests)),
+    stored, stored_now = remember(
+        f"release-digests-{digest_of(str(run.release))[:16]}", dict(digests)
     )
+    run.resumed = not stored_now
+    first = ReleaseCheck(str(run.release), stored)
     run.report.release = first
     moved = first.moved(digests)
     if moved:
@@ -323,7 +327,9 @@ def promote_into(
     again if the PR had to be rebuilt."""
     record = run.report.environment(env.name, env.argocd_app)
     for _ in range(MAX_REBUILDS):
-        proposal = propose(run.rt, env, run.release, allow_downgrade=run.allow_downgrade)
+        proposal = propose(
+            run.rt, env, run.release, allow_downgrade=run.allow_downgrade, resumed=run.resumed
+        )
         record.proposal = proposal
         if not proposal.merged:
             create_markdown_artifact(

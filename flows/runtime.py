@@ -54,25 +54,27 @@ def run_started() -> datetime:
     return started if started is not None else now()
 
 
-def remember(key: str, value: dict[str, Any]) -> dict[str, Any]:
-    """Store ``value`` under ``key`` for this flow run, once; return what was stored first.
+def remember(key: str, value: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+    """Store ``value`` under ``key`` for this flow run, once; return what was stored first, and
+    whether this execution stored it (False: an earlier execution did, or no flow run).
 
     ``key``: lowercase letters, digits and dashes (Prefect's rule for run input keys).
 
     A run resumed after a suspend (or retried) runs its code again from the top: this is how it
-    knows what its first execution saw. Outside a flow run it returns ``value``.
+    knows what its first execution saw. Outside a flow run it returns ``(value, False)``.
     """
     context = FlowRunContext.get()
     if context is None or context.flow_run is None:
-        return value
+        return value, False
     client: Any = context.client
     found = client.filter_flow_run_input(context.flow_run.id, key, 1, set())
     if found:
-        return dict(found[0].decoded_value)
+        return dict(found[0].decoded_value), False
     with contextlib.suppress(ObjectAlreadyExists):  # a racing execution stored it first
         create_flow_run_input(key=key, value=value)
-        return value
-    return dict(client.filter_flow_run_input(context.flow_run.id, key, 1, set())[0].decoded_value)
+        return value, True
+    stored = client.filter_flow_run_input(context.flow_run.id, key, 1, set())[0].decoded_value
+    return dict(stored), False
 
 
 def notify(event: str, **payload: Any) -> None:

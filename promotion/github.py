@@ -31,10 +31,10 @@ from github.GitTree import GitTree
 from github.InputGitTreeElement import InputGitTreeElement
 from github.PullRequest import PullRequest
 from github.Requester import Requester
-from pydantic import BaseModel, ConfigDict, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from promotion.kustomize import KustomizationError, read_image_tags, set_image_tags
-from promotion.models import ImageChangeSet, validate_version
+from promotion.models import ImageChangeSet, Release, validate_version
 
 if TYPE_CHECKING:
     from github.Repository import Repository
@@ -316,6 +316,11 @@ class PullRequestInfo(_Frozen):
     merge_commit_sha: str | None = None
     title: str
     created: bool = False
+    # Path -> text of the files this client wrote (or verified) in the head commit; only set
+    # by ``open_promotion_pr``, so a merge need not read the head's overlay again.
+    content: dict[str, str] = Field(default_factory=dict)
+    # The checks the base branch's protection required when ``open_promotion_pr`` read it.
+    base_checks: dict[str, int | None] | None = None
 
 
 class CheckResult(_Frozen):
@@ -626,12 +631,26 @@ class GitHubClient:
             pr.complete()
             return pr
 
+    def _base_branch(self) -> dict[str, Any]:
+        """The base branch as GitHub gives it: head commit (and tree), protection."""
+        with self._calling("read the base branch", branch=self.base_branch):
+            return dict(self._repo.get_branch(self.base_branch).raw_data)
+
     def _base_head(self) -> tuple[str, str]:
         """The base branch's head commit sha and its tree sha (one request)."""
-        with self._calling("read the base branch", branch=self.base_branch):
-            branch = self._repo.get_branch(self.base_branch)
-            commit = branch.raw_data["commit"]
-            return str(commit["sha"]), str(commit["commit"]["tree"]["sha"])
+        commit = self._base_branch()["commit"]
+        return str(commit["sha"]), str(commit["commit"]["tree"]["sha"])
+
+    @staticmethod
+    def _protected_checks(branch: Mapping[str, Any]) -> dict[str, int | None]:
+        """The checks a branch's protection requires (name -> app id or None), from the branch."""
+        found: dict[str, int | None] = {}
+        required = (branch.get("protection") or {}).get("required_status_checks") or {}
+        for check in required.get("checks") or []:
+            found[str(check["context"])] = check.get("app_id")
+        for context in required.get("contexts") or []:
+            found.setdefault(str(context), None)
+        return found
 
     def _branch_ref(self, branch: str) -> GitRef | None:
         """The completed ref of ``branch``, or None when it does not exist.
@@ -741,11 +760,21 @@ class GitHubClient:
         title: str,
         body: str,
         labels: Sequence[str] = (),
+        fresh: bool = False,
     ) -> PullRequestInfo:
-        """Make ``branch`` one commit (``tree_sha`` on ``base_sha``) and give it one open PR."""
+        """Make ``branch`` one commit (``tree_sha`` on ``base_sha``) and give it one open PR.
+
+        ``fresh``: the branch most likely does not exist (a run's first execution), so create
+        it at once, one read less; when it does exist (GitHub answers 422), go on as usual.
+        """
+        made: str | None = None  # a commit made for the branch and not yet on it
+        if fresh:
+            made = self._create_commit(message, tree_sha, base_sha, branch)
+            if self._create_branch(branch, made):
+                return self._create_pr(branch, title, body, labels, made)
         ref = self._branch_ref(branch)
         if ref is None:
-            commit_sha = self._create_commit(message, tree_sha, base_sha, branch)
+            commit_sha = made or self._create_commit(message, tree_sha, base_sha, branch)
             with self._calling("create the branch", branch=branch):
                 try:
                     self._repo.create_git_ref(f"refs/heads/{branch}", commit_sha)
@@ -765,7 +794,7 @@ class GitHubClient:
             good = current.tree.sha == tree_sha and [p.sha for p in current.parents] == [base_sha]
         if not good:
             # Stale (the base moved) or wrong content: one fresh commit replaces the branch.
-            head = self._create_commit(message, tree_sha, base_sha, branch)
+            head = made or self._create_commit(message, tree_sha, base_sha, branch)
             with self._calling("update the branch", branch=branch):
                 ref.edit(head, force=True)
         if pr is None:
@@ -775,6 +804,17 @@ class GitHubClient:
                 pr.edit(title=title, body=body)
         info = self._info(pr)
         return info.model_copy(update={"head_sha": head, "created": False})
+
+    def _create_branch(self, branch: str, sha: str) -> bool:
+        """Create ``branch`` at ``sha``; False when it exists (422 "Reference already exists")."""
+        with self._calling("create the branch", branch=branch):
+            try:
+                self._repo.create_git_ref(f"refs/heads/{branch}", sha)
+            except GithubException as exc:
+                if exc.status != 422:
+                    raise
+                return False
+        return True
 
     def _create_commit(self, message: str, tree_sha: str, base_sha: str, branch: str) -> str:
         with self._calling("create the commit", branch=branch):
@@ -823,22 +863,34 @@ class GitHubClient:
         images: Mapping[str, str],
         *,
         labels: Sequence[str] = (),
+        allow_downgrade: bool = True,
+        fresh: bool = False,
     ) -> PullRequestInfo:
         """Open (or find, or correct) the pull request that promotes ``version`` to ``env``.
 
         One commit on the current base head changes the overlay's tag of every image at once.
-        Raises ``NothingToPromote`` when the overlay already holds every tag.
+        Raises ``NothingToPromote`` when the overlay already holds every tag, and, without
+        ``allow_downgrade``, ``DowngradeRefused`` when the overlay it would edit runs a newer
+        (or a non-semver) release. ``fresh``: the branch most likely does not exist yet (a
+        run's first execution). The result carries the overlay's new text and the checks the
+        base's protection requires, read with the base head (``content``, ``base_checks``).
         """
         validate_version(version)
         branch = promotion_branch(env.name, version)
-        base_sha, base_tree = self._base_head()
+        base = self._base_branch()
+        base_sha = str(base["commit"]["sha"])
+        base_tree = str(base["commit"]["commit"]["tree"]["sha"])
         with self._calling(f"read {env.overlay}", branch=self.base_branch):
             content = self._repo.get_contents(env.overlay, ref=base_sha)
             if isinstance(content, list):
                 raise self._fail(GitHubRequestFailed, f"{env.overlay} is a directory")
             text = content.decoded_content.decode("utf-8")
         try:
-            changes = ImageChangeSet.build(env.name, version, images, read_image_tags(text))
+            current = read_image_tags(text)
+            if not allow_downgrade:
+                running = {current[i] for i in images.values() if i in current}
+                Release(version).check_forward(sorted(running), env.name, allow_downgrade=False)
+            changes = ImageChangeSet.build(env.name, version, images, current)
             new_text = set_image_tags(text, changes.new_tags()) if changes.pending else text
         except KustomizationError as exc:
             raise self._fail(
@@ -862,7 +914,7 @@ class GitHubClient:
         message = f"{title}\n\n" + "\n".join(
             f"{c.service}: {c.old_tag or '-'} -> {c.new_tag}" for c in changes.pending
         )
-        return self._ensure_pr(
+        pr = self._ensure_pr(
             branch=branch,
             base_sha=base_sha,
             tree_sha=tree_sha,
@@ -870,26 +922,33 @@ class GitHubClient:
             title=title,
             body=body,
             labels=labels,
+            fresh=fresh,
+        )
+        # The head is one commit whose tree is ``tree_sha``: its overlay is ``new_text``.
+        return pr.model_copy(
+            update={
+                "content": {env.overlay: new_text},
+                "base_checks": self._protected_checks(base),
+            }
         )
 
     # ----------------------------------------------------------------- checks
 
-    def required_checks(self, branch: str | None = None) -> dict[str, int | None]:
+    def required_checks(
+        self, branch: str | None = None, protected: Mapping[str, int | None] | None = None
+    ) -> dict[str, int | None]:
         """The checks GitHub requires on ``branch``: name -> the app id that must post it.
 
         Branch protection's (from the branch, readable without admin rights) and every active
         ruleset's ``required_status_checks`` (``GET /rules/branches/{branch}``, which branch
-        protection does not show). An app id of None means any poster counts.
+        protection does not show). An app id of None means any poster counts. ``protected``:
+        the protection's checks when the caller read the branch already (one request less).
         """
         branch = branch or self.base_branch
-        found: dict[str, int | None] = {}
-        with self._calling("read the branch protection", branch=branch):
-            data = self._repo.get_branch(branch).raw_data
-        required = (data.get("protection") or {}).get("required_status_checks") or {}
-        for check in required.get("checks") or []:
-            found[str(check["context"])] = check.get("app_id")
-        for context in required.get("contexts") or []:
-            found.setdefault(str(context), None)
+        if protected is None:
+            with self._calling("read the branch protection", branch=branch):
+                protected = self._protected_checks(self._repo.get_branch(branch).raw_data)
+        found = dict(protected)
         page = 1
         while True:
             try:
@@ -991,6 +1050,7 @@ class GitHubClient:
         poll_interval: float = 2.0,
         head_sha: str | None = None,
         check_apps: Mapping[str, int] | None = None,
+        protected: Mapping[str, int | None] | None = None,
     ) -> ChecksSummary:
         """Wait until every required check on the PR head passed; fail fast on a failure.
 
@@ -999,7 +1059,8 @@ class GitHubClient:
         protection and rulesets). ``check_apps`` pins the GitHub App that must post a check
         (name -> app id; protection's ``app_id`` and rulesets' ``integration_id`` pin too): a
         run by another app or a commit status does not count for it. Pass ``head_sha`` (from
-        ``open_promotion_pr``) to save reading the pull request.
+        ``open_promotion_pr``) to save reading the pull request, and ``protected`` (its
+        ``base_checks``) to save reading the branch protection again.
 
         Raises ``NoRequiredChecks`` when that union is empty, ``ChecksFailed`` (with the
         check's output summary) or ``ChecksTimedOut``.
@@ -1010,7 +1071,7 @@ class GitHubClient:
         else:
             sha, base = head_sha, self.base_branch
         pins: dict[str, int | None] = {name: None for name in required}
-        for name, app in self.required_checks(base).items():
+        for name, app in self.required_checks(base, protected).items():
             pins[name] = app if app is not None else pins.get(name)
         for name, app in (check_apps or {}).items():
             pins[name] = app
@@ -1117,12 +1178,19 @@ class GitHubClient:
             return None
         return self._approving(self._reviews(pr_number), current, allowed_logins)
 
-    def pr_change(self, pr_number: int) -> PullChange:
+    def pr_change(self, pr_number: int, head_sha: str | None = None) -> PullChange:
         """The pull request's own diff (``GET .../pulls/{n}/files``), read from GitHub.
 
         This is what the PR merges, as GitHub shows it, not a diff recomputed from the base.
+        ``head_sha``: the head the caller knows (one request less). Should the head move
+        before the files are listed, the diff is the newer head's, but a merge that expects
+        ``head_sha`` is then refused (409), so a diff never passes for another head's.
         """
-        pr = self._pull(pr_number)
+        if head_sha is None:
+            pr = self._pull(pr_number)
+            head_sha = pr.head.sha
+        else:
+            pr = self._repo.get_pull(pr_number)  # lazy: no request
         with self._calling("read the pull request's files", pr_number=pr_number):
             parts = []
             for f in sorted(pr.get_files(), key=lambda f: f.filename):
@@ -1133,7 +1201,7 @@ class GitHubClient:
                 )
         diff = "".join(parts) or "(no change)\n"
         digest = hashlib.sha256(diff.encode("utf-8")).hexdigest()
-        return PullChange(number=pr_number, head_sha=pr.head.sha, diff=diff, digest=digest)
+        return PullChange(number=pr_number, head_sha=head_sha, diff=diff, digest=digest)
 
     def issue_comments(self, pr_number: int) -> list[IssueComment]:
         """Every comment on the pull request's conversation, oldest first."""

@@ -177,6 +177,8 @@ def ensure_promotion_pr(
     env: Environment,
     version: str,
     images: Mapping[str, str],
+    allow_downgrade: bool = True,
+    fresh: bool = False,
 ) -> PullRequestInfo | None:
     """Open (or find) the promotion pull request; find it too when it has already merged.
 
@@ -189,6 +191,9 @@ def ensure_promotion_pr(
         env: The target environment.
         version: The release version.
         images: Service name -> image name as the overlay lists it.
+        allow_downgrade: False refuses (``DowngradeRefused``) when the overlay it edits runs
+            a newer or a non-semver release.
+        fresh: The branch most likely does not exist yet (a run's first execution).
 
     Returns:
         The pull request, or None when there is nothing to promote and no PR of this release.
@@ -196,7 +201,9 @@ def ensure_promotion_pr(
     logger = get_run_logger()
     with _client(connection) as client:
         try:
-            pr = client.open_promotion_pr(env, version, images)
+            pr = client.open_promotion_pr(
+                env, version, images, allow_downgrade=allow_downgrade, fresh=fresh
+            )
         except NothingToPromote as exc:
             found = client.find_pr(promotion_branch(env.name, version), state="all")
             merged = found if found is not None and found.merged else None
@@ -219,6 +226,7 @@ def wait_for_checks(
     poll_interval: float = 2.0,
     head_sha: str | None = None,
     check_apps: Mapping[str, int] | None = None,
+    protected: Mapping[str, int | None] | None = None,
 ) -> ChecksSummary:
     """Wait until every required check on the pull request's head has passed.
 
@@ -234,6 +242,8 @@ def wait_for_checks(
         head_sha: The head commit, when known, to save one request.
         check_apps: Check name -> id of the GitHub App that must post it (a commit status or
             another app's run does not count).
+        protected: The checks the base's protection requires, when read already (the PR's
+            ``base_checks``), to save one request.
 
     Returns:
         The passed checks with their conclusions and links.
@@ -252,6 +262,7 @@ def wait_for_checks(
             poll_interval=poll_interval,
             head_sha=head_sha,
             check_apps=check_apps,
+            protected=protected,
         )
     logger.info(
         "Checks passed on #%s (%s): %s",
@@ -372,18 +383,19 @@ def comment(
 
 
 @task(name="read-pr-change", **_RETRYING)
-def pr_change(connection: GitHubTarget, pr_number: int) -> PullChange:
+def pr_change(connection: GitHubTarget, pr_number: int, head_sha: str | None = None) -> PullChange:
     """Read a pull request's own diff from GitHub (its files' patches) and its digest.
 
     Args:
         connection: The GitOps repository and its credentials.
         pr_number: The pull request.
+        head_sha: The head the caller knows (saves reading the pull request).
 
     Returns:
         The diff text, its sha256 and the head it belongs to.
     """
     with _client(connection) as client:
-        return client.pr_change(pr_number)
+        return client.pr_change(pr_number, head_sha)
 
 
 @task(name="list-pr-comments", **_RETRYING)

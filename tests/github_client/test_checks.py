@@ -133,3 +133,20 @@ def test_a_protection_app_pin_is_honoured(github: Sandbox) -> None:
     client = GitHubClient(github.emu.api_url, BOT_TOKEN, github.repository)
     with client, pytest.raises(ChecksTimedOut, match="not reported by app 4242"):
         client.wait_for_checks(pr.number, [], timeout=0.5, poll_interval=0.2)
+
+
+def test_the_protection_read_with_the_base_head_is_what_the_checks_wait_for(
+    github: Sandbox,
+) -> None:
+    github.admin.put(
+        "/_sandbox/protection", json={"required_checks": [CHECK, "ci/lint"]}
+    ).raise_for_status()
+    pr = _open(github)
+    assert pr.base_checks == {CHECK: None, "ci/lint": None}
+    _status(github, pr.head_sha, "ci/lint")
+    github.reset_stats()
+    summary = github.client.wait_for_checks(
+        pr.number, [], poll_interval=0.2, head_sha=pr.head_sha, protected=pr.base_checks
+    )
+    assert {c.name for c in summary.checks} == {CHECK, "ci/lint"}
+    assert "GET /repos/{owner}/{repo}/branches/{branch}" not in github.stats()["routes"]

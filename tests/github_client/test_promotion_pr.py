@@ -361,3 +361,58 @@ def test_contains_follows_the_branch_history(github: Sandbox, tmp_path: Path) ->
     assert github.client.contains(after, before)
     assert github.client.contains(before, before)
     assert not github.client.contains(before, after)
+
+
+def _open_fresh(github: Sandbox, version: str = "v1.0.1", env: str = "staging"):  # type: ignore[no-untyped-def]
+    return github.client.open_promotion_pr(
+        github.config.environment(env), version, github.config.images(), fresh=True
+    )
+
+
+def test_a_fresh_open_creates_the_branch_without_reading_it_first(github: Sandbox) -> None:
+    github.reset_stats()
+    pr = _open_fresh(github)
+    routes = github.stats()["routes"]
+    assert pr.created and github.commits_ahead(pr.head_branch) == [pr.head_sha]
+    assert "GET /repos/{owner}/{repo}/git/ref/{ref}" not in routes, routes
+    overlay = github.config.environment("staging").overlay
+    # The text it carries is the head's overlay, as GitHub serves it.
+    assert pr.content[overlay] == github.client.read_file(overlay, pr.head_sha)[0]
+
+
+@pytest.mark.parametrize("left", ["an open PR on a stale branch", "a branch without a PR"])
+def test_a_fresh_open_on_an_existing_branch_still_ends_with_one_commit_and_one_pr(
+    github: Sandbox, left: str
+) -> None:
+    if left == "a branch without a PR":
+        github.push_change("promote/staging/v1.0.1", "README.md", "leftover\n")
+        first_number = None
+    else:
+        first_number = _open(github).number
+        github.push_change("main", "README.md", "# moved on\n")
+    pr = _open_fresh(github)  # GitHub answers 422 "Reference already exists"; it goes on
+    assert pr.created is (first_number is None)
+    if first_number is not None:
+        assert pr.number == first_number
+    assert github.commits_ahead(pr.head_branch) == [pr.head_sha]
+    assert github.git("rev-parse", f"{pr.head_sha}^") == github.git("rev-parse", "main")
+    assert len(_all_pulls(github)) == 1
+    assert _tags(github, "staging", pr.head_sha) == {"v1.0.1"}
+
+
+def test_a_downgrade_is_refused_on_the_overlay_it_would_edit(github: Sandbox) -> None:
+    from promotion.models import DowngradeRefused
+
+    merged = _open(github, "v1.0.2")
+    github.client.wait_for_checks(merged.number, [CHECK], head_sha=merged.head_sha)
+    github.client.merge(merged.number, "squash", expected_head_sha=merged.head_sha)
+    env = github.config.environment("staging")
+    with pytest.raises(DowngradeRefused, match=r"v1\.0\.2"):
+        github.client.open_promotion_pr(
+            env, "v1.0.1", github.config.images(), allow_downgrade=False
+        )
+    assert "promote/staging/v1.0.1" not in github.git("for-each-ref", "--format=%(refname)")
+    allowed = github.client.open_promotion_pr(
+        env, "v1.0.1", github.config.images(), allow_downgrade=True
+    )
+    assert allowed.created
