@@ -7,6 +7,9 @@ DEB_PACKAGES := git docker-registry chromium postgresql
 export DO_NOT_TRACK := 1
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export UV_LINK_MODE := copy
+# Two pytest workers (pytest-xdist), a test file per worker at a time: the tests mostly wait on
+# servers, so two run in about 60% of the time of one. PYTEST_ARGS= runs them in one process.
+PYTEST_ARGS ?= -n 2 --dist loadfile
 
 .PHONY: help uv bootstrap deps lint test demo
 

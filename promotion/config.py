@@ -78,6 +78,21 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+_BAD_IN_REF = re.compile(r"[\x00-\x20\x7f~^:?*\[\\]|\.\.|@\{|//")
+
+
+def valid_branch(name: str) -> bool:
+    """Whether ``name`` is a branch name git accepts (``git check-ref-format --branch``)."""
+    return not (
+        not name
+        or name == "@"
+        or _BAD_IN_REF.search(name)
+        or name.startswith(("/", ".", "-"))
+        or name.endswith(("/", ".", ".lock"))
+        or any(part.startswith(".") or part.endswith(".lock") for part in name.split("/"))
+    )
+
+
 class GitHubRepo(_Strict):
     repository: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")]
     base_branch: str = "main"
@@ -86,6 +101,27 @@ class GitHubRepo(_Strict):
     # check run of the same name, then does not count)
     check_apps: dict[str, Annotated[int, Field(gt=0)]] = Field(default_factory=dict)
     merge_method: str = "squash"
+
+    @field_validator("base_branch")
+    @classmethod
+    def _branch(cls, value: str) -> str:
+        if not valid_branch(value):
+            raise ValueError(
+                f"{value!r} is not a valid branch name (git check-ref-format: no spaces, no "
+                "'..', '~', '^', ':', '?', '*', '[', '\\', '@{', not empty)"
+            )
+        return value
+
+    @field_validator("required_checks")
+    @classmethod
+    def _checks(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for i, name in enumerate(value):
+            if not name.strip():
+                raise ValueError(
+                    f"[{i}]: a required check needs a name (a check run's name or a commit "
+                    "status's context)"
+                )
+        return value
 
     @field_validator("merge_method")
     @classmethod
