@@ -10,18 +10,19 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 
 from prefect import get_run_logger
 from prefect.concurrency.sync import concurrency
 
-from flows.runtime import Runtime
+from flows.runtime import Runtime, recall, remember
 from promotion.argocd import AUTOSYNC_DISABLED_ANNOTATION, Deployed
 from promotion.config import Environment
 from promotion.github import HeadMoved, MergeRefused, PullRequestInfo
 from promotion.kustomize import read_image_tags, set_image_tags
 from promotion.models import ImageChangeSet, Release
 from promotion.names import environment_lock
-from promotion.records import MergeRecord, Proposal, ReleaseCheck
+from promotion.records import MergeRecord, Proposal, ReleaseCheck, digest_of
 from tasks import argocd as argo_tasks
 from tasks import github as gh_tasks
 from tasks import registry as registry_tasks
@@ -77,15 +78,27 @@ def _proposal(rt: Runtime, env: Environment, pr: PullRequestInfo, started: float
     return Proposal(env.name, pr, change.diff, change.digest, checks, time.monotonic() - started)
 
 
-def _merged_earlier(rt: Runtime, env: Environment, release: Release, ours: PullRequestInfo) -> None:
-    """A merged PR of this release: the environment must still run it, else the run stops."""
+def _merge_key(env: Environment, release: Release) -> str:
+    return f"merged-{digest_of([env.name, str(release)])[:16]}"
+
+
+def _merged_earlier(rt: Runtime, env: Environment, release: Release, ours: PullRequestInfo) -> bool:
+    """A merged PR of this release: the environment must still run it, else the run stops.
+
+    Returns whether this run merged it (an earlier execution of it, remembered in the run),
+    rather than another promotion of the same release before this run started.
+    """
+    mine = recall(_merge_key(env, release))
+    by_us = mine is not None and mine.get("pr") == ours.number
     running = environment_versions(rt, env)
     if running != {str(release)}:
+        who = "this run" if by_us else "an earlier promotion"
         raise PromotionStopped(
-            f"{env.name} has moved on since this run merged {release} there (PR "
+            f"{env.name} has moved on since {who} merged {release} there (PR "
             f"#{ours.number}); it now runs {', '.join(sorted(running))}. What was approved "
             "there no longer runs: start a new promotion"
         )
+    return by_us
 
 
 def propose(
@@ -93,9 +106,10 @@ def propose(
 ) -> Proposal:
     """Open (or find) the PR that sets every image of ``release`` in ``env``, and its checks.
 
-    A PR of this release that already merged (an earlier execution of this run) is returned as
-    it is, and never opened again: if the environment has moved on to another version since,
-    the run stops, because what was approved there no longer runs.
+    A PR of this release that already merged is returned as it is, and never opened again: if
+    the environment has moved on to another version since, the run stops, because what was
+    approved there no longer runs. One that another promotion merged before this run is marked
+    ``by_another_run``: there is nothing to merge or approve before a merge here.
 
     ``resumed``: an earlier execution of this run may have opened or merged the PR (False only
     on a run's first execution, which then looks for a merged PR only when there is nothing to
@@ -103,27 +117,26 @@ def propose(
     """
     started = time.monotonic()
     gh = rt.github()
+    pr: PullRequestInfo | None = None
     if resumed:
-        ours = gh_tasks.find_promotion_pr(gh, env.name, str(release))
-        if ours is not None and ours.merged:
-            _merged_earlier(rt, env, release, ours)
-            return _proposal(rt, env, ours, started)
-    # Opening it checks, on the overlay it edits, that the environment only moves forward.
-    pr = gh_tasks.ensure_promotion_pr(
-        gh,
-        env,
-        str(release),
-        rt.config.images(),
-        allow_downgrade=allow_downgrade,
-        fresh=not resumed,
-    )
+        pr = gh_tasks.find_promotion_pr(gh, env.name, str(release))
+    if pr is None or not pr.merged:
+        # Opening it checks, on the overlay it edits, that the environment only moves forward.
+        pr = gh_tasks.ensure_promotion_pr(
+            gh,
+            env,
+            str(release),
+            rt.config.images(),
+            allow_downgrade=allow_downgrade,
+            fresh=not resumed,
+        )
     if pr is None:
         raise PromotionStopped(
             f"{env.name} already runs {release}, but not through a promotion PR of this "
             "release: nothing to propose or approve there"
         )
-    if pr.merged:
-        _merged_earlier(rt, env, release, pr)
+    if pr.merged and not _merged_earlier(rt, env, release, pr):
+        return replace(_proposal(rt, env, pr, started), by_another_run=True)
     return _proposal(rt, env, pr, started)
 
 
@@ -198,6 +211,8 @@ def merge(
     _refuse_autosync_off(rt, env)
     _check_images_unchanged(rt, checked)
     _merge_result_is_approved(rt, env, release, proposal, base)
+    # Written before the merge, so that a crash right after it still knows the PR is ours.
+    remember(_merge_key(env, release), {"pr": pr.number})
     try:
         merged = gh_tasks.merge(
             gh, pr.number, rt.config.github.merge_method, expected_head_sha=pr.head_sha

@@ -339,10 +339,17 @@ def promote_into(
                 key=f"{env.name}-overlay-diff",
                 description=f"Diff of PR #{proposal.pr.number} into {env.name}",
             )
+        if proposal.by_another_run:
+            record.notes.append(
+                f"{env.name} already ran {run.release}: PR #{proposal.pr.number} was merged by "
+                "an earlier promotion, not by this run; nothing to merge or approve before a "
+                "merge here"
+            )
         soak = soaked_in(run, previous) if not proposal.merged else None
         record.soak = soak.describe() if soak is not None else None
         for approval in env.approvals_at(When.BEFORE_MERGE):
-            approve(run, env, approval, proposal, checked)  # the PM approves the PR
+            if not proposal.by_another_run:
+                approve(run, env, approval, proposal, checked)  # the PM approves the PR
         if soak is not None and not soak.ready and soak.ready_at is not None:
             wait_until(soak.ready_at, f"soak in {soak.env}: {soak.describe()}")
         if not proposal.merged:

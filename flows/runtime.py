@@ -77,6 +77,16 @@ def remember(key: str, value: dict[str, Any]) -> tuple[dict[str, Any], bool]:
     return dict(stored), False
 
 
+def recall(key: str) -> dict[str, Any] | None:
+    """What ``remember`` stored under ``key`` for this flow run, if anything (None outside a run)."""
+    context = FlowRunContext.get()
+    if context is None or context.flow_run is None:
+        return None
+    client: Any = context.client
+    found = client.filter_flow_run_input(context.flow_run.id, key, 1, set())
+    return dict(found[0].decoded_value) if found else None
+
+
 def notify(event: str, **payload: Any) -> None:
     """Emit ``event`` about this flow run for the notification automations; never fails the run.
 

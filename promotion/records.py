@@ -55,6 +55,9 @@ class Proposal:
     diff_digest: str
     checks: ChecksSummary | None  # None: merged by an earlier execution of this run
     seconds: float | None = None
+    # Merged before this run started, by another promotion of the same release: nothing to
+    # merge or approve before a merge here (this run only confirms it runs).
+    by_another_run: bool = False
 
     @property
     def merged(self) -> bool:

@@ -97,7 +97,7 @@ class RunReport:
                 notes = [x for x in (e.soak, e.freeze) if x] + list(e.notes)
                 if e.verification is not None:
                     notes.append(e.verification.describe())
-                if m is not None and m.earlier:
+                if m is not None and m.earlier and not (p is not None and p.by_another_run):
                     notes.append("merged by an earlier execution of this run; confirmed again")
                 seconds = None
                 if not (m is not None and m.earlier):

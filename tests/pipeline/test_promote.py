@@ -61,3 +61,32 @@ def test_release_reaches_prod_after_qa_and_pm(
     assert "pm-carol" in summary and "ship it" in summary
     assert head[:12] in summary
     assert len([p for p in pulls(sandbox) if p["merged_at"]]) == 2
+
+
+def test_a_second_promotion_of_a_release_already_in_prod_merges_nothing_and_says_whose_pr(
+    sandbox: Sandbox, prefect_server: LocalPrefect, run_in_background: Callable[..., BackgroundRun]
+) -> None:
+    api = prefect_server.api_url
+    first = run_in_background(promote_release, version="v1.0.1", initiator=INITIATOR)
+    decide(api, first, "qa", "qa-alice")
+    decide(api, first, "pm", "pm-carol")
+    assert first.join().state_type == "COMPLETED"
+    merged_before = sorted(p["number"] for p in pulls(sandbox) if p["merged_at"])
+    head = sandbox.github.head("main")
+
+    again = run_in_background(promote_release, version="v1.0.1", initiator=INITIATOR)
+    # QA approves what runs in staging (it does), then prod has nothing to merge: no PM gate.
+    decide(api, again, "qa", "qa-bob")
+    final = again.join()
+    assert final.state_type == "COMPLETED", final.message
+    assert sorted(p["number"] for p in pulls(sandbox) if p["merged_at"]) == merged_before
+    assert len(pulls(sandbox)) == 2, "no PR opened again"
+    assert sandbox.github.head("main") == head, "nothing was committed"
+    summary = read_artifact(api, again.run_id, "promotion-summary")
+    assert summary is not None
+    for env, number in zip(("staging", "prod"), merged_before, strict=True):
+        assert (
+            f"{env} already ran v1.0.1: PR #{number} was merged by an earlier promotion" in summary
+        )
+    assert "merged by an earlier execution of this run" not in summary
+    assert "pm-carol" not in summary, "the PM was not asked to approve a merge that happened"
