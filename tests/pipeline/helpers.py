@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,20 @@ def decide(
         api, run.run_id, {"approved": approved, "approver": approver, "comment": comment}
     )
     assert result.status == "ACCEPT", result
+
+
+def promoted(
+    api: str, start: Callable[..., BackgroundRun], version: str = "v1.0.1", **parameters: Any
+) -> BackgroundRun:
+    """Promote ``version`` through staging and prod (QA, then PM approve); it must complete."""
+    from flows.promote import promote_release
+
+    run = start(promote_release, version=version, initiator=INITIATOR, **parameters)
+    decide(api, run, "qa", "qa-alice")
+    decide(api, run, "pm", "pm-carol")
+    final = run.join()
+    assert final.state_type == "COMPLETED", final.message
+    return run
 
 
 def pulls(box: Sandbox, state: str = "all") -> list[dict[str, Any]]:

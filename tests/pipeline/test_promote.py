@@ -8,7 +8,7 @@ from deployments.local import LocalPrefect
 from deployments.runs import read_artifact
 from flows.promote import promote_release
 from pipeline.conftest import BackgroundRun
-from pipeline.helpers import INITIATOR, PROD, STAGING, decide, pulls, tags
+from pipeline.helpers import INITIATOR, PROD, STAGING, decide, promoted, pulls, tags
 from promotion.argocd import ArgoCDClient
 from sandbox.launcher import Sandbox
 
@@ -67,10 +67,7 @@ def test_a_second_promotion_of_a_release_already_in_prod_merges_nothing_and_says
     sandbox: Sandbox, prefect_server: LocalPrefect, run_in_background: Callable[..., BackgroundRun]
 ) -> None:
     api = prefect_server.api_url
-    first = run_in_background(promote_release, version="v1.0.1", initiator=INITIATOR)
-    decide(api, first, "qa", "qa-alice")
-    decide(api, first, "pm", "pm-carol")
-    assert first.join().state_type == "COMPLETED"
+    promoted(api, run_in_background)
     merged_before = sorted(p["number"] for p in pulls(sandbox) if p["merged_at"])
     head = sandbox.github.head("main")
 

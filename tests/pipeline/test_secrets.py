@@ -17,7 +17,7 @@ import pytest
 from deployments.local import LocalPrefect
 from flows.promote import promote_release
 from pipeline.conftest import BackgroundRun
-from pipeline.helpers import INITIATOR, comments, decide, pulls
+from pipeline.helpers import INITIATOR, comments, promoted, pulls
 from sandbox.http import RunningServer, serve_in_thread
 from sandbox.launcher import Sandbox
 from sandbox.registry import BearerTokenFront
@@ -53,10 +53,7 @@ def test_no_credential_is_written_anywhere(
     run_in_background: Callable[..., BackgroundRun],
 ) -> None:
     api = prefect_server.api_url
-    passing = run_in_background(promote_release, version="v1.0.1", initiator=INITIATOR)
-    decide(api, passing, "qa", "qa-alice")
-    decide(api, passing, "pm", "pm-carol")
-    assert passing.join().state_type == "COMPLETED"
+    passing = promoted(api, run_in_background)
 
     monkeypatch.setenv("RELEASE_PROMOTION_REGISTRY_PASSWORD", WRONG_PASSWORD)
     failing = run_in_background(promote_release, version="v1.0.1", initiator=INITIATOR)
