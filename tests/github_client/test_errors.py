@@ -141,12 +141,15 @@ def test_connection_refused_is_transient() -> None:
     assert isinstance(caught.value, GitHubError)
 
 
-def test_primary_rate_limit_waits_until_the_reset(github: Sandbox) -> None:
-    github.fault(kind="primary_rate_limit", path="/branches/", count=1, reset_in=30)
+@pytest.mark.parametrize("status", [403, 429])
+def test_primary_rate_limit_waits_until_the_reset(github: Sandbox, status: int) -> None:
+    # GitHub answers an exhausted primary limit with 403 or 429 (docs: "Rate limits for the
+    # REST API"); only x-ratelimit-remaining: 0 and the reset tell it apart from other errors.
+    github.fault(kind="primary_rate_limit", path="/branches/", count=1, reset_in=30, status=status)
     with pytest.raises(GitHubRateLimited) as caught:
         github.client.base_head_sha()
     error = caught.value
-    assert error.status == 403 and is_transient(error)
+    assert error.status == status and is_transient(error)
     assert error.retry_after is not None and 29 <= error.retry_after <= 32
     assert "primary rate limit; it resets at 20" in str(error)
 

@@ -20,6 +20,7 @@ from promotion.github import (
     PullRequestNotFound,
     PullRequestNotMerged,
     ReviewTimedOut,
+    is_transient,
 )
 from promotion.kustomize import read_image_tags
 from sandbox.seed import git
@@ -217,7 +218,21 @@ def test_merge_refused_405_carries_github_reason(github: Sandbox) -> None:
     assert caught.value.status == 405
     assert caught.value.reason
     assert caught.value.reason in str(caught.value)
+    assert caught.value.kind == "review" and not is_transient(caught.value)
     assert caught.value.branch == pr.head_branch
+    assert not github.client.get_pr(pr.number).merged
+
+
+def test_a_merge_queue_refusal_is_final_and_named(github: Sandbox) -> None:
+    github.admin.put(
+        "/_sandbox/rulesets", json={"rulesets": [{"name": "queue", "merge_queue": True}]}
+    ).raise_for_status()
+    pr = _open(github)
+    github.client.wait_for_checks(pr.number, [CHECK], timeout=60, poll_interval=0.2)
+    with pytest.raises(MergeRefused) as caught:
+        github.client.merge(pr.number, expected_head_sha=pr.head_sha)
+    assert caught.value.status == 405 and caught.value.kind == "merge_queue"
+    assert "merge queue" in str(caught.value) and not is_transient(caught.value)
     assert not github.client.get_pr(pr.number).merged
 
 
