@@ -112,6 +112,50 @@ def test_prod_degraded_after_merge_is_rolled_back_automatically(
     assert "rolled back" in summary and "argocd" in summary
 
 
+@pytest.mark.parametrize("opt_in", [True, False], ids=["rollback-when-stuck", "report-only"])
+def test_prod_still_progressing_at_the_deploy_timeout_is_rolled_back_only_when_opted_in(
+    opt_in: bool,
+    sandbox: Sandbox,
+    monkeypatch: pytest.MonkeyPatch,
+    prefect_server: LocalPrefect,
+    run_in_background: Callable[..., BackgroundRun],
+) -> None:
+    """A Deployment's progress deadline can outlast the deploy timeout: the app is still
+    Progressing when the run stops waiting. With rollback_when_stuck_progressing (and
+    auto_rollback) that is rolled back like a Degraded one; without it, only reported."""
+    api = prefect_server.api_url
+    knobs = httpx.post(
+        f"{sandbox.info.argocd_url}/_sandbox/knobs",
+        json={"progress_deadline": 600},
+        headers={"Authorization": f"Bearer {sandbox.info.argocd_token}"},
+        timeout=15,
+    )
+    assert knobs.status_code < 300, knobs.text
+    monkeypatch.setenv("RELEASE_PROMOTION_DEPLOY_TIMEOUT", "8")
+    monkeypatch.setenv("RELEASE_PROMOTION_ROLLBACK_WHEN_STUCK_PROGRESSING", str(opt_in).lower())
+    seed = sandbox.github.head("main")
+    run = run_in_background(
+        promote_release, version="v1.0.1", initiator=INITIATOR, auto_rollback="argocd"
+    )
+    decide(api, run, "qa", "qa-alice")
+    run.wait_paused("pm-approval")
+    sandbox.argocd.set_bad_image_patterns(["*:v1.0.1"])
+    decide(api, run, "pm", "pm-carol")
+    final = run.join()
+    assert final.state_type == "FAILED"
+    assert "Progressing" in final.message
+    with argo(sandbox) as client:
+        app = client.get_app(APP)
+        deployed = client.deployed_revision(APP)
+    if opt_in:
+        assert "rolled back" in final.message
+        assert deployed == seed and not app.autosync_enabled
+    else:
+        assert "rolled back" not in final.message
+        assert deployed != seed and app.autosync_enabled, "nothing was rolled back"
+        assert app.status.health.status == "Progressing"
+
+
 def test_a_revert_sets_back_exactly_the_tags_of_the_chosen_pr(
     sandbox: Sandbox,
     tmp_path: Path,
