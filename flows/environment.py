@@ -8,12 +8,15 @@ never promotes an environment again that its own PR already merged.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 from dataclasses import replace
 
 from prefect import get_run_logger
+from prefect.client.orchestration import get_client
+from prefect.concurrency._asyncio import ConcurrencySlotAcquisitionError
 from prefect.concurrency.sync import concurrency
+from prefect.exceptions import ObjectNotFound
 
 from flows.runtime import Runtime, recall, remember
 from promotion.argocd import AUTOSYNC_DISABLED_ANNOTATION, Deployed
@@ -38,13 +41,52 @@ class ApprovalVoid(RuntimeError):
     """What an approval approved changed before the merge: the gate must ask again."""
 
 
+_NO_LOCK = (
+    "run `release-promotion deploy` (it creates one lock per environment of the promotion "
+    "setup) and start again"
+)
+
+
+def require_locks(environments: Sequence[Environment]) -> None:
+    """Refuse to start when an environment's lock is missing or lets two runs in at once.
+
+    The locks are Prefect global concurrency limits that ``release-promotion deploy`` creates;
+    without this check a setup with a new environment would fail only at its merge.
+    """
+    problems = []
+    with get_client(sync_client=True) as client:
+        locks = {}
+        for env in environments:
+            name = environment_lock(env.name)
+            try:
+                locks[env.name] = client.read_global_concurrency_limit_by_name(name)
+            except ObjectNotFound:
+                problems.append(f"{env.name}: the Prefect server has no lock {name}")
+    for env_name, lock in locks.items():
+        name = environment_lock(env_name)
+        if lock.limit != 1 or not lock.active:
+            problems.append(
+                f"{env_name}: the lock {name} must be active with a limit of 1 (it is "
+                f"{'active' if lock.active else 'inactive'}, limit {lock.limit})"
+            )
+    if problems:
+        raise PromotionStopped(f"{'; '.join(problems)}: {_NO_LOCK}")
+
+
 @contextmanager
 def environment_lock_held(env: Environment) -> Iterator[None]:
     """One promotion (or rollback) at a time writes to ``env``: a Prefect global limit."""
     get_run_logger().info("Waiting for the %s lock", env.name)
-    with concurrency(
-        environment_lock(env.name), occupy=1, strict=True, timeout_seconds=LOCK_TIMEOUT
-    ):
+    name = environment_lock(env.name)
+    with ExitStack() as held:
+        try:
+            held.enter_context(
+                concurrency(name, occupy=1, strict=True, timeout_seconds=LOCK_TIMEOUT)
+            )
+        except ConcurrencySlotAcquisitionError as exc:
+            raise PromotionStopped(
+                f"{env.name}: cannot take the lock {name} ({exc}): {_NO_LOCK}"
+            ) from exc
         yield
 
 

@@ -32,6 +32,7 @@ from flows.environment import (
     environment_versions,
     merge,
     propose,
+    require_locks,
 )
 from flows.holds import hold, read_holds
 from flows.rollback import run_rollback
@@ -136,6 +137,7 @@ def promote_release(
         )
         if dry_run:
             return plan(run)
+        require_locks(run.rt.config.environments)
         checked = verify_release(run)
         previous: Environment | None = None
         for env in run.rt.config.environments:

@@ -204,3 +204,75 @@ def test_pm_gate_can_require_an_approving_github_review(
     assert tags(sandbox, PROD) == {"v1.0.1"}
     summary = read_artifact(api, run.run_id, "promotion-summary")
     assert summary is not None and "GitHub review by pm-carol" in summary
+
+
+THREE_ENVIRONMENTS = """\
+environments:
+  - name: dev
+    overlay: kustomize/dev/kustomization.yaml
+    argocd_app: dev-microservices-demo
+  - name: staging
+    overlay: kustomize/staging/kustomization.yaml
+    argocd_app: staging-microservices-demo
+    approvals:
+      - gate: qa
+        when: after_deploy
+        approvers: [qa-alice, qa-bob]
+  - name: prod
+    overlay: kustomize/prod/kustomization.yaml
+    argocd_app: prod-microservices-demo
+    approvals:
+      - gate: pm
+        when: before_merge
+        approvers: [pm-carol]
+"""
+
+
+def test_dev_staging_prod_asks_qa_where_the_setup_puts_it(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    prefect_server: LocalPrefect,
+    run_in_background: Callable[..., BackgroundRun],
+) -> None:
+    """dev merges unasked; QA approves what runs in staging (not dev); the PM approves prod."""
+    from deployments.local import ensure_concurrency_limit
+    from deployments.runs import keyset_description, read_run
+    from pipeline.conftest import clear_holds
+    from promotion.config import DEFAULT_CONFIG, load_config
+    from sandbox.launcher import start_sandbox
+
+    text = DEFAULT_CONFIG.read_text()
+    setup = tmp_path / "promotion.yaml"
+    setup.write_text(text[: text.index("environments:")] + THREE_ENVIRONMENTS)
+    api = prefect_server.api_url
+    clear_holds(api)
+    with start_sandbox(tmp_path / "sandbox", config=load_config(setup)) as box:
+        refused = run_in_background(
+            promote_release, version="v1.0.1", initiator=INITIATOR, config_file=str(setup)
+        ).join()
+        assert refused.state_type == "FAILED"
+        assert "the Prefect server has no lock promotion-dev" in refused.message
+        assert "release-promotion deploy" in refused.message
+        assert not pulls(box), "refused before anything was written"
+        ensure_concurrency_limit(api, config_file=setup)  # what `release-promotion deploy` does
+        for name, value in box.env().items():
+            monkeypatch.setenv(name, value)
+        monkeypatch.setenv("RELEASE_PROMOTION_POLL_INTERVAL", "0.2")
+        run = run_in_background(
+            promote_release, version="v1.0.1", initiator=INITIATOR, config_file=str(setup)
+        )
+        qa = run.wait_paused("qa-approval")
+        assert qa.paused, qa
+        dev = "kustomize/dev/kustomization.yaml"
+        assert tags(box, dev) == tags(box, STAGING) == {"v1.0.1"}, "dev and staging merged"
+        assert tags(box, PROD) == {"v1.0.0"}
+        assert "v1.0.1 in staging" in keyset_description(api, read_run(api, run.run_id))
+        decide(api, run, "qa", "qa-alice")
+        run.wait_paused("pm-approval")
+        assert tags(box, PROD) == {"v1.0.0"}, "prod waits for the PM"
+        decide(api, run, "pm", "pm-carol")
+        final = run.join()
+        assert final.state_type == "COMPLETED", final.message
+        assert tags(box, PROD) == {"v1.0.1"}
+        merged = [str(p["head"]["ref"]) for p in pulls(box) if p["merged_at"]]
+        assert sorted(merged) == [f"promote/{e}/v1.0.1" for e in ("dev", "prod", "staging")]
