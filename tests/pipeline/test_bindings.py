@@ -184,18 +184,32 @@ def test_a_tag_moved_after_qa_stops_the_run_with_both_digests(
 def test_a_rollback_waits_for_the_environment_lock(
     sandbox: Sandbox, prefect_server: LocalPrefect, run_in_background: Callable[..., BackgroundRun]
 ) -> None:
-    """While a promotion holds prod's lock (merging, confirming), a rollback does not start."""
-    from prefect.concurrency.sync import concurrency
-
+    """While a promotion holds prod's lock (merged, confirming), a rollback does not start."""
     from flows.rollback import rollback_release
-    from promotion.names import environment_lock
 
-    merged_promotion(sandbox, "prod", "v1.0.1")
-    with concurrency(environment_lock("prod"), occupy=1, strict=True, timeout_seconds=30):
-        rollback = run_in_background(rollback_release, env="prod", method="revert")
-        time.sleep(4.0)
-        assert not [p for p in pulls(sandbox) if str(p["head"]["ref"]).startswith("revert/")]
-        assert read_run(prefect_server.api_url, rollback.run_id).state_type == "RUNNING"
+    api = prefect_server.api_url
+    promotion = run_in_background(promote_release, version="v1.0.1", initiator=INITIATOR)
+    decide(api, promotion, "qa", "qa-alice")
+    promotion.wait_paused("pm-approval")
+    # prod will take 10 s to turn Healthy: the promotion holds the lock that long after its merge.
+    knob = httpx.post(
+        f"{sandbox.info.argocd_url}/_sandbox/knobs",
+        json={"health_delay": 10.0},
+        headers={"Authorization": f"Bearer {sandbox.info.argocd_token}"},
+        timeout=15,
+    )
+    assert knob.status_code < 300, knob.text
+    decide(api, promotion, "pm", "pm-carol")
+    deadline = time.monotonic() + 60
+    while tags(sandbox, PROD) != {"v1.0.1"}:
+        assert time.monotonic() < deadline, "prod was not merged"
+        time.sleep(0.2)
+    rollback = run_in_background(rollback_release, env="prod", method="revert")
+    time.sleep(2.0)
+    assert read_run(api, promotion.run_id).state_type == "RUNNING", "still confirming prod"
+    assert not [p for p in pulls(sandbox) if str(p["head"]["ref"]).startswith("revert/")]
+    assert read_run(api, rollback.run_id).state_type == "RUNNING", "waiting for the lock"
+    assert promotion.join().state_type == "COMPLETED", "the rollback did not cut in"
     final = rollback.join()
     assert final.state_type == "COMPLETED", final.message
     assert tags(sandbox, PROD) == {"v1.0.0"}
