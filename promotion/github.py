@@ -761,11 +761,14 @@ class GitHubClient:
         body: str,
         labels: Sequence[str] = (),
         fresh: bool = False,
+        keep: Callable[[str], bool] | None = None,
     ) -> PullRequestInfo:
         """Make ``branch`` one commit (``tree_sha`` on ``base_sha``) and give it one open PR.
 
         ``fresh``: the branch most likely does not exist (a run's first execution), so create
         it at once, one read less; when it does exist (GitHub answers 422), go on as usual.
+        ``keep``: asked about an existing head that is not exactly that commit (the base moved
+        on); True keeps it as it is (it still makes the same change), else it is rebuilt.
         """
         made: str | None = None  # a commit made for the branch and not yet on it
         if fresh:
@@ -792,6 +795,8 @@ class GitHubClient:
         with self._calling("read the branch head", branch=branch):
             current = self._repo.get_git_commit(head)
             good = current.tree.sha == tree_sha and [p.sha for p in current.parents] == [base_sha]
+        if not good and keep is not None and keep(head):
+            good = True
         if not good:
             # Stale (the base moved) or wrong content: one fresh commit replaces the branch.
             head = made or self._create_commit(message, tree_sha, base_sha, branch)
@@ -804,6 +809,21 @@ class GitHubClient:
                 pr.edit(title=title, body=body)
         info = self._info(pr)
         return info.model_copy(update={"head_sha": head, "created": False})
+
+    def _same_change(self, head: str, base_sha: str, path: str, text: str) -> bool:
+        """Whether ``head``, though not on the base's current head ``base_sha``, is one commit
+        that changes only ``path``, to exactly ``text`` (what a rebuilt head would set).
+
+        Commits that land on the base without touching ``path`` (a README, another
+        environment, another team's app) then leave the PR, its checks and the approval bound
+        to its head alone: merging it gives what merging a rebuilt head would. A change of
+        ``path`` on the base changes ``text``, so the head is rebuilt and approved again.
+        """
+        with self._calling(f"compare {base_sha[:12]}...{head[:12]}"):
+            compared = self._repo.compare(base_sha, head)
+            if compared.ahead_by != 1 or [f.filename for f in compared.files] != [path]:
+                return False
+        return self.read_file(path, head)[0] == text
 
     def _create_branch(self, branch: str, sha: str) -> bool:
         """Create ``branch`` at ``sha``; False when it exists (422 "Reference already exists")."""
@@ -923,8 +943,9 @@ class GitHubClient:
             body=body,
             labels=labels,
             fresh=fresh,
+            keep=lambda head: self._same_change(head, base_sha, env.overlay, new_text),
         )
-        # The head is one commit whose tree is ``tree_sha``: its overlay is ``new_text``.
+        # The head's overlay is ``new_text``: made so, or checked by ``_same_change``.
         return pr.model_copy(
             update={
                 "content": {env.overlay: new_text},

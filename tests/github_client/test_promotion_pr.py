@@ -43,6 +43,13 @@ def _open(github: Sandbox, version: str = "v1.0.1", env: str = "staging"):  # ty
     )
 
 
+def _hotfix(github: Sandbox, env: str = "staging") -> str:
+    """A change of the environment's overlay on main (not of its tags); returns main's head."""
+    overlay = github.config.environment(env).overlay
+    text, _ = github.client.read_file(overlay)
+    return github.push_change("main", overlay, text.replace("kind:", "# hotfix\nkind:", 1))
+
+
 def _all_pulls(github: Sandbox) -> list[int]:
     gh = Github(auth=Auth.Token(BOT_TOKEN), base_url=github.emu.api_url, retry=None)
     try:
@@ -106,9 +113,21 @@ def test_rerun_returns_the_same_pr_without_new_commits(github: Sandbox) -> None:
     assert github.commits_ahead(first.head_branch) == [first.head_sha]
 
 
-def test_stale_branch_is_rebuilt_on_the_new_base(github: Sandbox) -> None:
+def test_an_unrelated_commit_on_the_base_leaves_the_pr_head_alone(github: Sandbox) -> None:
+    """A README commit on main does not change what merging the PR does: the head (and so
+    its checks and the approval bound to it) stays."""
     first = _open(github)
-    new_main = github.push_change("main", "README.md", "# moved on\n")
+    github.push_change("main", "README.md", "# moved on\n")
+    second = _open(github)
+    assert second.number == first.number and not second.created
+    assert second.head_sha == first.head_sha
+    assert _all_pulls(github) == [first.number]
+
+
+def test_a_change_of_the_overlay_on_the_base_rebuilds_the_branch_on_it(github: Sandbox) -> None:
+    first = _open(github)
+    overlay = github.config.environment("staging").overlay
+    new_main = _hotfix(github)
     second = _open(github)
     assert second.number == first.number and not second.created
     assert second.head_sha != first.head_sha
@@ -116,6 +135,7 @@ def test_stale_branch_is_rebuilt_on_the_new_base(github: Sandbox) -> None:
     assert github.commits_ahead(second.head_branch) == [second.head_sha]
     assert _all_pulls(github) == [first.number]
     assert _tags(github, "staging", second.head_sha) == {"v1.0.1"}
+    assert "# hotfix" in github.client.read_file(overlay, second.head_sha)[0]
 
 
 def test_wrong_content_on_the_branch_is_corrected(github: Sandbox) -> None:
@@ -277,7 +297,7 @@ def test_reviews_latest_per_user_on_the_current_head(github: Sandbox) -> None:
     review("ghp_pm_token", "APPROVE")
     assert client.find_approving_review(pr.number, ["pm-carol"]) is not None
     # the head moves: an approval of the old head no longer counts
-    github.push_change("main", "README.md", "# moved\n")
+    _hotfix(github)
     moved = _open(github)
     assert moved.head_sha != pr.head_sha
     assert client.find_approving_review(pr.number, ["pm-carol"]) is None
@@ -404,7 +424,7 @@ def test_a_fresh_open_on_an_existing_branch_still_ends_with_one_commit_and_one_p
         first_number = None
     else:
         first_number = _open(github).number
-        github.push_change("main", "README.md", "# moved on\n")
+        _hotfix(github)
     pr = _open_fresh(github)  # GitHub answers 422 "Reference already exists"; it goes on
     assert pr.created is (first_number is None)
     if first_number is not None:

@@ -217,3 +217,62 @@ def test_an_expired_approval_under_a_deployment_is_finished(
     summary = read_artifact(api, run.id, "promotion-summary")
     assert summary is not None and "**Outcome:** expired" in summary, summary
     assert f"#{prod_pr['number']}" in summary
+
+
+def _push_readme(box: Sandbox, work: Path, text: str) -> str:
+    """An unrelated commit on main (Argo CD starts no sync for it); returns the new head."""
+    if not (work / ".git").exists():
+        git("clone", "--quiet", box.info.git_url, str(work))
+    git("fetch", "--quiet", "origin", "main", cwd=work)
+    git("reset", "--quiet", "--hard", "origin/main", cwd=work)
+    (work / "README.md").write_text(text)
+    git("commit", "--quiet", "-am", "docs: unrelated", cwd=work)
+    git("push", "--quiet", "origin", "HEAD:main", cwd=work)
+    return box.github.head("main")
+
+
+def test_a_resumed_run_confirms_its_own_merge_after_unrelated_commits(
+    deployed: str, worker_env: tuple[Sandbox, dict[str, str]], tmp_path: Path
+) -> None:
+    """Each resume runs the flow again from the top; meanwhile README commits moved main. The
+    resumed run confirms staging at its own PR's merge commit, not at the branch head (where
+    Argo CD ran no operation), and completes."""
+    api, (box, env) = deployed, worker_env
+    with Worker(env, log_path=tmp_path / "worker.log") as worker:
+        run = start_run(api, "promote-release", {"version": "v1.0.1", "initiator": INITIATOR})
+        qa = wait_for_run(api, run.id, until=lambda r: r.paused or r.finished, timeout=180)
+        assert qa.paused, worker.log_tail()
+        head = _push_readme(box, tmp_path / "work", "unrelated 1\n")
+        _resume(api, run.id, "qa", "qa-alice")
+        try:
+            _resume(api, run.id, "pm", "pm-carol")
+            _push_readme(box, tmp_path / "work", "unrelated 2\n")
+            final = wait_for_run(api, run.id, until=lambda r: r.finished, timeout=150)
+        except Exception as exc:
+            raise AssertionError(worker.log_tail(80)) from exc
+    assert final.state_type == "COMPLETED", (final.message, worker.log_tail())
+    assert tags(box, PROD) == {"v1.0.1"}
+    assert head in _commits(box, "main")
+
+
+def test_a_tag_moved_while_the_run_was_suspended_stops_it_on_resume(
+    deployed: str, worker_env: tuple[Sandbox, dict[str, str]], tmp_path: Path
+) -> None:
+    """The resumed execution checks the release again against the digests its first
+    execution recorded (what QA is looking at), before anything else."""
+    api, (box, env) = deployed, worker_env
+    with Worker(env, log_path=tmp_path / "worker.log") as worker:
+        run = start_run(api, "promote-release", {"version": "v1.0.1", "initiator": INITIATOR})
+        qa = wait_for_run(api, run.id, until=lambda r: r.paused or r.finished, timeout=180)
+        assert qa.paused, worker.log_tail()
+        path = box.config.registry.path
+        old = box.registry.publish(path, ["frontend"], "v1.0.1")["frontend"]
+        new = box.registry.push_image(f"{path}/frontend", "v1.0.1", build="rebuilt")
+        assert new != old
+        _resume(api, run.id, "qa", "qa-alice")
+        final = wait_for_run(api, run.id, until=lambda r: r.finished, timeout=180)
+    assert final.state_type == "FAILED", final
+    assert "moved in the registry since this run checked it" in (final.message or "")
+    assert f"frontend: {old} -> {new}" in (final.message or "")
+    assert tags(box, PROD) == {"v1.0.0"}
+    assert not [p for p in pulls(box) if p["head"]["ref"].startswith("promote/prod/")]
