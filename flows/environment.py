@@ -39,12 +39,12 @@ class ApprovalVoid(RuntimeError):
 
 
 @contextmanager
-def environment_lock_held(env: Environment) -> Iterator[None]:
-    """One promotion (or rollback) at a time writes to ``env``: a Prefect global limit."""
-    get_run_logger().info("Waiting for the %s lock", env.name)
-    with concurrency(
-        environment_lock(env.name), occupy=1, strict=True, timeout_seconds=LOCK_TIMEOUT
-    ):
+def environment_lock_held(application: str, env: Environment) -> Iterator[None]:
+    """One promotion (or rollback) at a time writes to ``application``'s ``env``: a Prefect
+    global limit per application and environment."""
+    lock = environment_lock(application, env.name)
+    get_run_logger().info("Waiting for the %s lock", lock)
+    with concurrency(lock, occupy=1, strict=True, timeout_seconds=LOCK_TIMEOUT):
         yield
 
 

@@ -191,7 +191,12 @@ def test_a_rollback_waits_for_the_environment_lock(
     from promotion.names import environment_lock
 
     merged_promotion(sandbox, "prod", "v1.0.1")
-    with concurrency(environment_lock("prod"), occupy=1, strict=True, timeout_seconds=30):
+    with concurrency(
+        environment_lock(sandbox.config.application, "prod"),
+        occupy=1,
+        strict=True,
+        timeout_seconds=30,
+    ):
         rollback = run_in_background(rollback_release, env="prod", method="revert")
         time.sleep(4.0)
         assert not [p for p in pulls(sandbox) if str(p["head"]["ref"]).startswith("revert/")]
