@@ -86,7 +86,8 @@ def test_promote_sends_every_option_given(local_prefect: LocalPrefect, worker: W
     args = ["promote", "v9.9.7", "--initiator", "dev-dave", "--approval-timeout-seconds", "60"]
     args += ["--auto-rollback", "revert", "--allow-downgrade", "--allow-held"]
     args += ["--freeze-override-by", "pm-carol", "--freeze-override-reason", "hotfix", "--dry-run"]
-    args += ["--config-file", "promotion.yaml", "--api-url", api]
+    args += ["--config-file", "promotion.yaml", "--application", "microservices-demo-gitops"]
+    args += ["--api-url", api]
     promoted = runner.invoke(app, args)
     assert promoted.exit_code == 0, promoted.output
     assert read_run(api, _run_id(promoted.output)).parameters == {
@@ -100,6 +101,7 @@ def test_promote_sends_every_option_given(local_prefect: LocalPrefect, worker: W
         "freeze_override_reason": "hotfix",
         "dry_run": True,
         "config_file": "promotion.yaml",
+        "application": "microservices-demo-gitops",
     }
     # Every parameter of the flow has its option: what the UI can set, the CLI can too.
     assert set(_schema(api, PROMOTE_DEPLOYMENT)) == set(
