@@ -20,11 +20,11 @@ import typer
 from deployments import runs
 from deployments.local import PROJECT_ROOT
 from promotion.names import (
-    HOLDS_VARIABLE,
     PROMOTE_DEPLOYMENT,
     RESUME_AUTOSYNC_DEPLOYMENT,
     ROLLBACK_DEPLOYMENT,
     gate_of_pause_key,
+    holds_variable,
 )
 
 DEFAULT_API = "http://127.0.0.1:4200/api"
@@ -44,6 +44,14 @@ app.add_typer(sandbox_app, name="sandbox")
 ApiUrl = Annotated[
     str,
     typer.Option("--api-url", envvar="PREFECT_API_URL", help="The Prefect API.", show_default=True),
+]
+Application = Annotated[
+    str | None,
+    typer.Option(
+        "--application",
+        "-a",
+        help="The application, as named in promotion.yaml (may be left out when it has one).",
+    ),
 ]
 StateDir = Annotated[Path | None, typer.Option("--state-dir", help="The sandbox state directory.")]
 
@@ -229,6 +237,7 @@ def promote(
         str | None,
         typer.Option(help="The promotion setup file, as the worker sees it (default: its own)."),
     ] = None,
+    application: Application = None,
     api_url: ApiUrl = DEFAULT_API,
 ) -> None:
     """Start promote-release for VERSION; print the run's link.
@@ -261,7 +270,11 @@ def promote(
         parameters["dry_run"] = True
     if config_file is not None:
         parameters["config_file"] = config_file
-    _start(api_url, PROMOTE_DEPLOYMENT, parameters, f"promoting {version}")
+    what = f"promoting {version}"
+    if application is not None:
+        parameters["application"] = _check_name(application, "application")
+        what += f" of {application}"
+    _start(api_url, PROMOTE_DEPLOYMENT, parameters, what)
 
 
 @app.command()
@@ -270,11 +283,20 @@ def approve(
     approver: Annotated[str, typer.Option(help="Your login (a listed approver).")],
     reject: Annotated[bool, typer.Option("--reject", help="Reject instead of approve.")] = False,
     comment: Annotated[str, typer.Option(help="Why; shown in the summary and on the PR.")] = "",
+    application: Application = None,
     api_url: ApiUrl = DEFAULT_API,
 ) -> None:
-    """Resume a waiting approval exactly as the UI's Resume form does."""
+    """Resume a waiting approval exactly as the UI's Resume form does.
+
+    With ``--application``, refuse a run that promotes another application.
+    """
     try:
         run = runs.read_run(api_url, run_id)
+        promoted = run.parameters.get("application")
+        if application is not None and promoted not in (None, application):
+            raise _fail(
+                f"run {run_id} promotes application {promoted}, not {application}: nothing sent", 2
+            )
         result = runs.resume_run(
             api_url, run_id, {"approved": not reject, "approver": approver, "comment": comment}
         )
@@ -291,6 +313,23 @@ def approve(
             f"REJECT: the input was refused: {result.reason.removeprefix('Reason: ')}. The run keeps waiting."
         )
     raise _fail(f"{result.status}: {result.reason or 'the run is not waiting for an approval'}")
+
+
+def _check_name(value: str, what: str) -> str:
+    """Refuse an application name that cannot exist (exit 2); return it."""
+    from pydantic import TypeAdapter, ValidationError
+
+    from promotion.config import Name
+
+    try:
+        TypeAdapter(Name).validate_python(value)
+    except ValidationError:
+        raise _fail(
+            f"invalid {what} {value!r}: an {what} name is lowercase letters, digits and inner "
+            "'-', at most 63 characters (as in promotion.yaml)",
+            2,
+        ) from None
+    return value
 
 
 def _check_env(env: str) -> None:
@@ -327,6 +366,7 @@ def rollback(
     to: Annotated[str, typer.Option(help="previous, an Argo CD history id or a PR number.")] = (
         "previous"
     ),
+    application: Application = None,
     api_url: ApiUrl = DEFAULT_API,
 ) -> None:
     """Start rollback-release for ENV; print the run's link."""
@@ -334,12 +374,10 @@ def rollback(
         raise _fail(f"--method must be argocd or revert, not {method!r}", 2)
     _check_env(env)
     _check_rollback_target(to)
-    _start(
-        api_url,
-        ROLLBACK_DEPLOYMENT,
-        {"env": env, "method": method, "to": to},
-        f"roll back {env} by {method} to {to}",
-    )
+    parameters: dict[str, Any] = {"env": env, "method": method, "to": to}
+    if application is not None:
+        parameters["application"] = _check_name(application, "application")
+    _start(api_url, ROLLBACK_DEPLOYMENT, parameters, f"roll back {env} by {method} to {to}")
 
 
 @app.command("resume-autosync")
@@ -349,6 +387,7 @@ def resume_autosync(
         str | None,
         typer.Option(help="The promotion setup file, as the worker sees it (default: its own)."),
     ] = None,
+    application: Application = None,
     api_url: ApiUrl = DEFAULT_API,
 ) -> None:
     """Start resume-autosync for ENV (auto-sync back on after an Argo CD rollback); print the link."""
@@ -356,30 +395,33 @@ def resume_autosync(
     parameters: dict[str, Any] = {"env": env}
     if config_file is not None:
         parameters["config_file"] = config_file
+    if application is not None:
+        parameters["application"] = _check_name(application, "application")
     _start(api_url, RESUME_AUTOSYNC_DEPLOYMENT, parameters, f"resume auto-sync of {env}")
 
 
-def read_holds(api_url: str) -> dict[str, dict[str, Any]]:
-    """The holds recorded by rollbacks: the Variable ``HOLDS_VARIABLE``, a JSON object
+def read_holds(api_url: str, application: str) -> dict[str, dict[str, Any]]:
+    """The holds recorded by rollbacks of ``application``: its Variable (``holds_variable``), a JSON object
     ``{version: {"env", "reason", "at", "run"}}``; absent means none."""
+    variable = holds_variable(application)
     with runs.api_client(api_url) as http:
-        response = runs.request_with_retry(http, "GET", f"variables/name/{HOLDS_VARIABLE}")
+        response = runs.request_with_retry(http, "GET", f"variables/name/{variable}")
     if response.status_code == 404:
         return {}
     if response.status_code >= 400:
         raise runs.RunApiError(
-            f"read variable {HOLDS_VARIABLE}: HTTP {response.status_code} {response.text[:200]}"
+            f"read variable {variable}: HTTP {response.status_code} {response.text[:200]}"
         )
     value: Any = (response.json() or {}).get("value")
     if isinstance(value, str):  # a variable set from the UI as text
         try:
             value = json.loads(value) if value.strip() else {}
         except ValueError as exc:
-            raise runs.RunApiError(f"variable {HOLDS_VARIABLE} is not a JSON object") from exc
+            raise runs.RunApiError(f"variable {variable} is not a JSON object") from exc
     if value is None:
         return {}
     if not isinstance(value, dict):
-        raise runs.RunApiError(f"variable {HOLDS_VARIABLE} is not a JSON object")
+        raise runs.RunApiError(f"variable {variable} is not a JSON object")
     return {
         str(k): dict(v) if isinstance(v, dict) else {"reason": str(v)} for k, v in value.items()
     }
@@ -404,7 +446,9 @@ def _argocd_endpoint() -> tuple[str, str] | None:
     return None
 
 
-def freeze_lines(config_file: str | Path | None = None) -> dict[str, list[str]]:
+def freeze_lines(
+    config_file: str | Path | None = None, application: str | None = None
+) -> dict[str, list[str]]:
     """Environment -> one line per freeze window of the setup (in force, next, or over)."""
     from datetime import UTC, datetime
 
@@ -414,18 +458,16 @@ def freeze_lines(config_file: str | Path | None = None) -> dict[str, list[str]]:
     now = datetime.now(UTC)
     return {
         env.name: [row.line() for row in describe_windows(env.freeze, now)]
-        for env in load_config(config_file).environments
+        for env in load_config(config_file, application).environments
         if env.freeze is not None
     }
 
 
-def _environments(version: str | None) -> list[dict[str, Any]]:
+def _environments(version: str | None, config: Any) -> list[dict[str, Any]]:
     import httpx
 
     from promotion.argocd import ArgoCDClient, ArgoCDError
-    from promotion.config import load_config
 
-    config = load_config()
     endpoint = _argocd_endpoint()
     rows: list[dict[str, Any]] = []
     if endpoint is None:
@@ -461,9 +503,17 @@ def status(
     version: Annotated[str | None, typer.Argument(help="Only this release's runs.")] = None,
     api_url: ApiUrl = DEFAULT_API,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    application: Application = None,
 ) -> None:
-    """Where each environment stands and which approvals wait, with their links."""
-    envs = _environments(version)
+    """Where each environment of the application stands and which approvals wait, with links."""
+    from promotion.config import ConfigError, load_config
+
+    config_file = os.environ.get("RELEASE_PROMOTION_CONFIG_FILE")
+    try:
+        config = load_config(config_file, application)
+    except ConfigError as exc:
+        raise _fail(str(exc), 2) from None
+    envs = _environments(version, config)
     if not as_json:
         for row in envs:
             if "versions" in row:
@@ -482,7 +532,7 @@ def status(
     except Exception as exc:  # no deployment yet, or no server at all
         raise _fail(f"cannot list approvals at {api_url}: {exc}") from None
     try:
-        holds = read_holds(api_url)
+        holds = read_holds(api_url, config.application)
     except Exception as exc:  # a server that answers oddly
         raise _fail(f"cannot read the holds at {api_url}: {exc}") from None
     if version is not None:
@@ -490,6 +540,8 @@ def status(
     for run in paused:
         run_version = run.parameters.get("version")
         if version is not None and run_version != version:
+            continue
+        if run.parameters.get("application", config.application) != config.application:
             continue
         waiting.append(
             {
@@ -500,7 +552,7 @@ def status(
                 "id": run.id,
             }
         )
-    freezes = freeze_lines(os.environ.get("RELEASE_PROMOTION_CONFIG_FILE"))
+    freezes = freeze_lines(config_file, config.application)
     if as_json:
         typer.echo(
             json.dumps(

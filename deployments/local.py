@@ -369,12 +369,16 @@ def ensure_work_pool(
 
 
 def environment_locks(config_file: str | os.PathLike[str] | None = None) -> list[str]:
-    """The global concurrency limits the flows take: one per environment of the promotion setup
-    (``promotion.names.environment_lock``)."""
-    from promotion.config import load_config
+    """The global concurrency limits the flows take: one per application and environment of the
+    promotion setup (``promotion.names.environment_lock``)."""
+    from promotion.config import load_applications
     from promotion.names import environment_lock
 
-    return [environment_lock(env.name) for env in load_config(config_file).environments]
+    return [
+        environment_lock(name, env.name)
+        for name, config in load_applications(config_file).applications.items()
+        for env in config.environments
+    ]
 
 
 def ensure_concurrency_limit(
@@ -385,7 +389,7 @@ def ensure_concurrency_limit(
     config_file: str | os.PathLike[str] | None = None,
 ) -> list[str]:
     """Create (or set to ``limit``) the global concurrency limit ``name``, active; without a
-    name, every environment's lock of the promotion setup (``environment_locks``). Idempotent.
+    name, every application's environment locks of the promotion setup (``environment_locks``). Idempotent.
     Returns the names ensured.
 
     The flows take them with ``concurrency(name, occupy=1, strict=True)``: strict, so a missing

@@ -47,7 +47,7 @@ _NO_LOCK = (
 )
 
 
-def require_locks(environments: Sequence[Environment]) -> None:
+def require_locks(application: str, environments: Sequence[Environment]) -> None:
     """Refuse to start when an environment's lock is missing or lets two runs in at once.
 
     The locks are Prefect global concurrency limits that ``release-promotion deploy`` creates;
@@ -57,13 +57,13 @@ def require_locks(environments: Sequence[Environment]) -> None:
     with get_client(sync_client=True) as client:
         locks = {}
         for env in environments:
-            name = environment_lock(env.name)
+            name = environment_lock(application, env.name)
             try:
                 locks[env.name] = client.read_global_concurrency_limit_by_name(name)
             except ObjectNotFound:
                 problems.append(f"{env.name}: the Prefect server has no lock {name}")
     for env_name, lock in locks.items():
-        name = environment_lock(env_name)
+        name = environment_lock(application, env_name)
         if lock.limit != 1 or not lock.active:
             problems.append(
                 f"{env_name}: the lock {name} must be active with a limit of 1 (it is "
@@ -74,10 +74,11 @@ def require_locks(environments: Sequence[Environment]) -> None:
 
 
 @contextmanager
-def environment_lock_held(env: Environment) -> Iterator[None]:
-    """One promotion (or rollback) at a time writes to ``env``: a Prefect global limit."""
-    get_run_logger().info("Waiting for the %s lock", env.name)
-    name = environment_lock(env.name)
+def environment_lock_held(application: str, env: Environment) -> Iterator[None]:
+    """One promotion (or rollback) at a time writes to ``application``'s ``env``: a Prefect
+    global limit per application and environment."""
+    name = environment_lock(application, env.name)
+    get_run_logger().info("Waiting for the %s lock", name)
     with ExitStack() as held:
         try:
             held.enter_context(

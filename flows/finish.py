@@ -54,7 +54,7 @@ def finish_promotion(flow_run_id: str) -> dict[str, Any]:
         params = run.parameters
         version = str(params.get("version", ""))
         why = state.message or state.name or "stopped"
-        rt = load_runtime(params.get("config_file"))
+        rt = load_runtime(params.get("config_file"), params.get("application"))
         closed = close_open_prs(rt, version, f"{state.name}: {why}", key=f"stopped-{run_id}")
         summary = _final_summary(client, run_id, state.name or state.type.value, why, closed)
     logger.info("Finished run %s: closed %s; summary %s", run_id, closed or "nothing", summary)

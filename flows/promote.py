@@ -93,6 +93,7 @@ def promote_release(
     freeze_override_reason: str | None = None,
     dry_run: bool = False,
     config_file: str | None = None,
+    application: str | None = None,
 ) -> dict[str, object]:
     """Promote a release through every environment, with the approvals promotion.yaml names.
 
@@ -116,6 +117,8 @@ def promote_release(
         dry_run: only show, per environment, the PR it would open (the overlay diff), the
             gates, freeze windows and checks it would meet; change nothing.
         config_file: a promotion setup to use instead of the project's promotion.yaml.
+        application: the application to promote, as named in promotion.yaml (may be left
+            empty when it describes only one).
     """
     report = RunReport(
         title=f"Promotion of {version}", version=version, initiator=initiator, started=run_started()
@@ -130,6 +133,7 @@ def promote_release(
             allow_downgrade=allow_downgrade,
             allow_held=allow_held,
             config_file=config_file,
+            application=application,
         )
         run.freeze_override_by, run.freeze_override_reason = (
             freeze_override_by,
@@ -137,7 +141,7 @@ def promote_release(
         )
         if dry_run:
             return plan(run)
-        require_locks(run.rt.config.environments)
+        require_locks(run.rt.application, run.rt.config.environments)
         checked = verify_release(run)
         previous: Environment | None = None
         for env in run.rt.config.environments:
@@ -147,6 +151,7 @@ def promote_release(
             previous = env
         report.finish("succeeded")
         return {
+            "application": run.rt.application,
             "version": version,
             "outcome": "succeeded",
             "environments": [e.env for e in report.environments],
@@ -155,7 +160,7 @@ def promote_release(
         if report.outcome == "running":
             report.finish("failed", str(exc))
         get_run_logger().error("Promotion of %s stopped: %s", version, exc)
-        finish_stopped(report, config_file)
+        finish_stopped(report, config_file, application)
         if report.outcome == "failed":
             notify(EVENT_PROMOTION_FAILED, version=version, reason=report.reason)
         raise
@@ -163,12 +168,12 @@ def promote_release(
         publish_report(report, "promotion-summary")
 
 
-def finish_stopped(report: RunReport, config_file: str | None) -> None:
+def finish_stopped(report: RunReport, config_file: str | None, application: str | None) -> None:
     """Leave nothing half-done: close the run's open promotion PRs, saying why it stopped."""
     if report.version is None or not report.environments:
         return  # stopped before any PR was opened
     try:
-        rt = load_runtime(config_file)
+        rt = load_runtime(config_file, application)
         key = f"stopped-{report.outcome}-{report.version}"
         why = f"{report.outcome}: {report.reason}"
         for number in close_open_prs(rt, report.version, why, key):
@@ -187,6 +192,7 @@ def start(
     allow_downgrade: bool,
     allow_held: bool,
     config_file: str | None,
+    application: str | None = None,
 ) -> Promotion:
     """Validate the run's inputs once: the version, the initiator, holds, the setup."""
     release = Release(version)
@@ -196,7 +202,8 @@ def start(
             f"initiator {initiator!r} is not a valid GitHub login (letters, digits and single "
             "hyphens, at most 39 characters)"
         )
-    rt = load_runtime(config_file)
+    rt = load_runtime(config_file, application)
+    report.title = f"Promotion of {release} ({rt.application})"
     if who.lower() in rt.config.approvers():
         gates = [
             a.gate for _, a in rt.config.approvals() if who.lower() in map(str.lower, a.approvers)
@@ -206,7 +213,7 @@ def start(
             "release must be started by someone who does not approve it"
         )
     report.initiator = who
-    held = read_holds().get(str(release))
+    held = read_holds(rt.application).get(str(release))
     if held is not None and not allow_held:
         raise PromotionStopped(
             f"{release} is on hold: rolled back in {held.get('env')} at {held.get('at')} "
@@ -223,6 +230,7 @@ def start(
             "allow_downgrade": allow_downgrade,
             "allow_held": allow_held,
             "config_file": config_file,
+            "application": rt.application,
         }
     )
     return Promotion(rt, release, who, parameters, timeout, auto_rollback, allow_downgrade, report)
@@ -357,7 +365,7 @@ def promote_into(
         if not proposal.merged:
             outside_freeze(run, env)
         try:
-            with environment_lock_held(env):
+            with environment_lock_held(run.rt.config.application, env):
                 merged = merge(
                     run.rt, env, run.release, proposal, checked, allow_downgrade=run.allow_downgrade
                 )
@@ -459,7 +467,12 @@ def roll_back(run: Promotion, env: Environment, merged: MergeRecord, why: str) -
             rolled.detail,
         )
     )
-    hold(str(run.release), env.name, f"{env.name} was unhealthy after the merge: {why}")
+    hold(
+        run.rt.application,
+        str(run.release),
+        env.name,
+        f"{env.name} was unhealthy after the merge: {why}",
+    )
     run.report.finish(
         "rolled back",
         f"{env.name} was unhealthy after the merge and was rolled back by {method}: {why}",

@@ -123,6 +123,7 @@ def rollback_release(
     method: Literal["argocd", "revert"] = "revert",
     to: str = "previous",
     config_file: str | None = None,
+    application: str | None = None,
 ) -> dict[str, object]:
     """Roll a release back in one environment and confirm the environment is Healthy again.
 
@@ -134,16 +135,21 @@ def rollback_release(
             runs until someone reverts in Git and resumes auto-sync).
         to: `previous`, or for `argocd` an Argo CD history id, for `revert` a PR number.
         config_file: a promotion setup to use instead of the project's promotion.yaml.
+        application: the application, as named in promotion.yaml (may be left empty when it
+            describes only one).
     """
     report = RunReport(title=f"Rollback of {env} by {method}", started=run_started())
     try:
-        rt = load_runtime(config_file)
+        rt = load_runtime(config_file, application)
+        report.title = f"Rollback of {rt.application} {env} by {method}"
         environment = rt.config.environment(env)
-        with environment_lock_held(environment):  # never in the middle of a promotion's merge
+        with environment_lock_held(
+            rt.config.application, environment
+        ):  # never in the middle of a promotion's merge
             running = environment_versions(rt, environment)
             outcome = run_rollback(rt, environment, method, to)
         for version in sorted(running):
-            hold(version, env, f"rolled back by {method} ({outcome.detail})")
+            hold(rt.application, version, env, f"rolled back by {method} ({outcome.detail})")
             report.notes.append(f"{version} is on hold: promoting it again needs allow_held")
         report.rollbacks.append(
             RollbackReport(
@@ -157,6 +163,7 @@ def rollback_release(
         )
         report.finish("rolled back", f"{env} rolled back by {method} in {outcome.seconds:.1f} s")
         return {
+            "application": rt.application,
             "env": env,
             "method": method,
             "from": outcome.from_revision,
@@ -172,7 +179,9 @@ def rollback_release(
 
 
 @flow(name=RESUME_AUTOSYNC_FLOW, log_prints=True, persist_result=True)
-def resume_autosync(env: str, config_file: str | None = None) -> dict[str, object]:
+def resume_autosync(
+    env: str, config_file: str | None = None, application: str | None = None
+) -> dict[str, object]:
     """Turn Argo CD auto-sync back on for an environment after an Argo CD rollback.
 
     Do this once Git holds what should run there (for instance after a revert): from then on
@@ -181,10 +190,17 @@ def resume_autosync(env: str, config_file: str | None = None) -> dict[str, objec
     Args:
         env: the environment, as named in promotion.yaml (for example `prod`).
         config_file: a promotion setup to use instead of the project's promotion.yaml.
+        application: the application, as named in promotion.yaml (may be left empty when it
+            describes only one).
     """
-    rt = load_runtime(config_file)
+    rt = load_runtime(config_file, application)
     environment = rt.config.environment(env)
-    with environment_lock_held(environment):
+    with environment_lock_held(rt.config.application, environment):
         on = argo_tasks.resume_autosync(rt.argocd(), environment.argocd_app)
     get_run_logger().info("auto-sync of %s is %s", environment.argocd_app, "on" if on else "OFF")
-    return {"env": env, "app": environment.argocd_app, "autosync": on}
+    return {
+        "application": rt.application,
+        "env": env,
+        "app": environment.argocd_app,
+        "autosync": on,
+    }

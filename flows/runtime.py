@@ -26,6 +26,10 @@ class Runtime:
     config: PromotionConfig
     settings: Settings
 
+    @property
+    def application(self) -> str:
+        return self.config.application
+
     def github(self) -> GitHubTarget:
         return GitHubTarget.from_settings(self.settings, self.config)
 
@@ -40,10 +44,11 @@ class Runtime:
         return {s: f"{self.config.registry.path}/{s}" for s in self.config.services}
 
 
-def load_runtime(config_file: str | None = None) -> Runtime:
-    """Read the promotion setup and the settings (env vars, then Prefect Secret blocks)."""
+def load_runtime(config_file: str | None = None, application: str | None = None) -> Runtime:
+    """Read the setup of ``application`` (None: the only one) and the settings (env vars, then
+    Prefect Secret blocks)."""
     settings = Settings().with_secrets(load_secret_block)
-    config = load_config(config_file or settings.config_file)
+    config = load_config(config_file or settings.config_file, application)
     return Runtime(config, settings)
 
 

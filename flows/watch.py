@@ -21,7 +21,7 @@ from prefect.artifacts import create_markdown_artifact
 from flows.runtime import Runtime, load_runtime
 from promotion.freeze import describe_windows, frozen_at
 from promotion.kustomize import read_image_tags
-from promotion.names import PROMOTE_DEPLOYMENT, WATCH_FLOW
+from promotion.names import PROMOTE_DEPLOYMENT, WATCH_FLOW, holds_variable
 from promotion.registry import RepositoryNotFound
 from promotion.soak import soak_status
 from promotion.watch import WatchDecision, current_version, select_releases
@@ -119,6 +119,7 @@ def watch_releases(
     config_file: str | None = None,
     newest_only: bool = True,
     promote_deployment: str = PROMOTE_DEPLOYMENT,
+    application: str | None = None,
 ) -> dict[str, Any]:
     """Start promote-release for a newly published, complete release (and publish the status).
 
@@ -126,9 +127,11 @@ def watch_releases(
         config_file: Another promotion setup (default: the project's promotion.yaml).
         newest_only: Start only the newest new release (older new ones are reported superseded).
         promote_deployment: The deployment to start (``flow/deployment``).
+        application: The application to watch (may be left empty when promotion.yaml
+            describes only one).
     """
     logger = get_run_logger()
-    runtime = load_runtime(config_file)
+    runtime = load_runtime(config_file, application)
     config = runtime.config
     first = config.environments[0]
     at = datetime.now(UTC)
@@ -137,7 +140,7 @@ def watch_releases(
     git = {
         env.name: current_version(overlay_tags(runtime, env.overlay)) for env in config.environments
     }
-    holds = read_holds()
+    holds = read_holds(holds_variable(runtime.application))
     decision = select_releases(tags, git[first.name], holds, newest_only=newest_only)
     logger.info(
         "%s holds %s in Git; complete releases: %s",
@@ -155,7 +158,11 @@ def watch_releases(
         registry_tasks.check_release(runtime.registry(), runtime.registry_repositories(), version)
         started.append(
             start_promotion(
-                promote_deployment, version, config.watch.initiator, config.github.repository
+                promote_deployment,
+                version,
+                config.watch.initiator,
+                config.github.repository,
+                application,
             )
         )
     if not decision.to_start:

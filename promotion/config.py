@@ -263,8 +263,14 @@ def from_first_format(data: dict[str, Any]) -> dict[str, Any]:
 
 
 class PromotionConfig(_Strict):
-    """The promotion setup, as read from ``promotion.yaml``."""
+    """One application's promotion setup, as read from ``promotion.yaml``.
 
+    ``application`` names it: the key under ``applications:``, or for a single-application file
+    its ``application:`` key, by default the repository's name (``application_name``).
+    ``notifications`` and ``watch`` are global: every application of a file gets the same.
+    """
+
+    application: Name = "app"
     github: GitHubRepo
     registry: Registry
     services: tuple[Name, ...] = Field(min_length=1)
@@ -354,15 +360,131 @@ def _location(loc: tuple[int | str, ...]) -> str:
     return out or "(top level)"
 
 
-def parse_config(text: str, source: str = "<string>") -> PromotionConfig:
-    """Parse and validate a promotion setup; raise ONE ``ConfigError`` listing every problem."""
+def application_name(repository: str) -> str:
+    """The name of the application a single-application file describes: its repository's name,
+    lowercased, with every run of other characters than letters and digits made one ``-``
+    (``acme/microservices-demo-gitops`` -> ``microservices-demo-gitops``)."""
+    name = re.sub(r"[^a-z0-9]+", "-", repository.rsplit("/", 1)[-1].lower()).strip("-")
+    return name[:63].rstrip("-") or "app"
+
+
+_APP_KEYS = frozenset(PromotionConfig.model_fields) - {"notifications", "watch"} | {"approvers"}
+_NAME = re.compile(r"[a-z0-9]([a-z0-9-]*[a-z0-9])?")
+
+
+class Applications(_Strict):
+    """Every application of a promotion setup (one for a single-application file), by name."""
+
+    applications: dict[str, PromotionConfig] = Field(min_length=1)
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(self.applications)
+
+    def get(self, application: str | None) -> PromotionConfig:
+        """The application named ``application``; None: the only one (refused when several)."""
+        if application is None:
+            if len(self.applications) == 1:
+                return next(iter(self.applications.values()))
+            raise ConfigError(
+                f"this setup describes {len(self.applications)} applications: say which one "
+                f"(application: {', '.join(self.names)})"
+            )
+        found = self.applications.get(application)
+        if found is None:
+            raise ConfigError(
+                f"unknown application {application!r}; configured: {', '.join(self.names)}"
+            )
+        return found
+
+
+def parse_applications(text: str, source: str = "<string>") -> Applications:
+    """Parse a promotion setup of one or several applications; ONE ``ConfigError`` lists every
+    problem.
+
+    Two formats: today's file (one application: ``github``, ``registry``, ``services``,
+    ``environments`` at the top level) and ``applications:``, a mapping of application name to
+    such a block; ``notifications`` and ``watch`` stay at the top level in both.
+    """
+    data = _load_yaml(text, source)
+    if "applications" not in data:
+        config = _parse_one(data, source)
+        name = data.get("application") or application_name(config.github.repository)
+        return Applications(applications={name: config.model_copy(update={"application": name})})
+    problems: list[str] = []
+    mixed = sorted(k for k in data if k in _APP_KEYS)
+    if mixed:
+        problems.append(
+            f"(top level): {', '.join(mixed)} belong under applications.<name>: a file holds "
+            "either one application at the top level or several under 'applications', not both"
+        )
+    apps = data["applications"]
+    if not isinstance(apps, dict) or not apps:
+        problems.append("applications: expected a mapping of application name -> setup")
+        apps = {}
+    shared = {k: v for k, v in data.items() if k in {"notifications", "watch"}}
+    configs: dict[str, PromotionConfig] = {}
+    for name, block in apps.items():
+        where = f"applications.{name}"
+        if not isinstance(name, str) or _NAME.fullmatch(name) is None or len(name) > 63:
+            problems.append(
+                f"applications: {name!r} is not a valid application name (lowercase letters, "
+                "digits and inner '-', at most 63 characters)"
+            )
+            continue
+        if not isinstance(block, dict):
+            problems.append(f"{where}: expected a mapping (github, registry, services, ...)")
+            continue
+        local = sorted(k for k in block if k in {"notifications", "watch", "application"})
+        if local:
+            problems.append(
+                f"{where}: {', '.join(local)} may not be set per application "
+                "(notifications and watch are global; the name is the key)"
+            )
+            continue
+        try:
+            config = _parse_one({**block, **shared}, where)
+        except ConfigError as exc:
+            problems.append(str(exc))
+            continue
+        configs[name] = config.model_copy(update={"application": name})
+    owners: dict[str, list[str]] = {}
+    for name, config in configs.items():
+        for env in config.environments:
+            owners.setdefault(env.argocd_app, []).append(name)
+    for app, names in sorted(owners.items()):
+        if len(names) > 1:
+            problems.append(
+                f"applications: Argo CD application {app} is used by {', '.join(names)}; each "
+                "Argo CD application belongs to one application"
+            )
+    if problems:
+        lines = [f"{source}: {len(problems)} problem(s):"]
+        lines += [f"  - {p}" for p in problems]
+        raise ConfigError("\n".join(lines))
+    return Applications(applications=configs)
+
+
+def _load_yaml(text: str, source: str) -> dict[str, Any]:
     yaml = YAML(typ="safe", pure=True)
     try:
         data: Any = yaml.load(text)
-    except YAMLError as exc:
+    except YAMLError as exc:  # a name listed twice under applications is one (DuplicateKeyError)
         raise ConfigError(f"{source}: not valid YAML: {exc}") from exc
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: expected a mapping at the top level")
+    return data
+
+
+def parse_config(
+    text: str, source: str = "<string>", application: str | None = None
+) -> PromotionConfig:
+    """Parse and validate a promotion setup and return one application's (None: the only one);
+    raise ONE ``ConfigError`` listing every problem."""
+    return parse_applications(text, source).get(application)
+
+
+def _parse_one(data: dict[str, Any], source: str) -> PromotionConfig:
     first: list[tuple[str, str]] = []
     if "approvers" in data:  # the first file format: read it with its own locations
         first = first_format_problems(data)
@@ -398,8 +520,16 @@ def parse_config(text: str, source: str = "<string>") -> PromotionConfig:
     return config
 
 
-def load_config(path: str | os.PathLike[str] | None = None) -> PromotionConfig:
-    """Load the promotion setup from ``path`` (default: the project's ``promotion.yaml``)."""
+def load_config(
+    path: str | os.PathLike[str] | None = None, application: str | None = None
+) -> PromotionConfig:
+    """Load one application's setup from ``path`` (default: the project's ``promotion.yaml``);
+    ``application`` None: the only one (refused, naming them, when the file has several)."""
+    return load_applications(path).get(application)
+
+
+def load_applications(path: str | os.PathLike[str] | None = None) -> Applications:
+    """Load every application of the promotion setup ``path`` (default: ``promotion.yaml``)."""
     file = Path(path) if path is not None else DEFAULT_CONFIG
     try:
         text = file.read_text(encoding="utf-8")
@@ -409,7 +539,7 @@ def load_config(path: str | os.PathLike[str] | None = None) -> PromotionConfig:
         raise ConfigError(
             f"cannot read promotion setup {file}: not UTF-8 text ({exc.reason})"
         ) from exc
-    return parse_config(text, str(file))
+    return parse_applications(text, str(file))
 
 
 class Settings(BaseSettings):

@@ -16,7 +16,14 @@ ROLLBACK_DEPLOYMENT = f"{ROLLBACK_FLOW}/{ROLLBACK_FLOW}"
 RESUME_AUTOSYNC_DEPLOYMENT = f"{RESUME_AUTOSYNC_FLOW}/{RESUME_AUTOSYNC_FLOW}"
 
 HOLDS_VARIABLE = "release-promotion-holds"
-"""Prefect Variable holding the versions put on hold by a rollback: {version: {env, reason, at}}."""
+"""Prefix of the Prefect Variables holding the versions put on hold by a rollback (one per
+application, ``holds_variable``): {version: {env, reason, at}}."""
+
+
+def holds_variable(application: str) -> str:
+    """The Prefect Variable holding ``application``'s holds."""
+    return f"{HOLDS_VARIABLE}-{application}"
+
 
 EVENT_PREFIX = "release-promotion"
 
@@ -40,9 +47,10 @@ def watch_idempotency_key(repository: str, version: str) -> str:
     return f"{WATCH_FLOW}:{repository}:{version}"
 
 
-def environment_lock(env: str) -> str:
-    """The Prefect global concurrency limit that serializes promotions into ``env``."""
-    return f"promotion-{env}"
+def environment_lock(application: str, env: str) -> str:
+    """The Prefect global concurrency limit that serializes ``application``'s promotions into
+    ``env`` (two applications promote into their own ``env`` at once)."""
+    return f"promotion-{application}-{env}"
 
 
 def pause_key(gate: str, binding: str, attempt: int) -> str:

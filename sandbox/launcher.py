@@ -71,6 +71,8 @@ class SandboxInfo:
     pid: int = 0
     web_urls: dict[str, str] = field(default_factory=dict)
     """Environment -> the base URL of its application endpoint (``GET /version``)."""
+    config_file: str = ""
+    """The promotion setup of a sandbox of several applications (empty: the project's)."""
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=False)
@@ -88,7 +90,16 @@ class SandboxInfo:
             "RELEASE_PROMOTION_ARGOCD_URL": self.argocd_url,
             "RELEASE_PROMOTION_ARGOCD_TOKEN": self.argocd_token,
             "RELEASE_PROMOTION_REGISTRY_URL": self.registry_url,
-        }
+        } | ({"RELEASE_PROMOTION_CONFIG_FILE": self.config_file} if self.config_file else {})
+
+
+@dataclass
+class AppSandbox:
+    """One application of a sandbox: its setup, GitHub emulator and Argo CD emulator."""
+
+    config: PromotionConfig
+    github: Any
+    argocd: Any
 
 
 class Sandbox:
@@ -101,6 +112,8 @@ class Sandbox:
         self.argocd: Any = None
         self.registry: Any = None
         self.web: dict[str, Any] = {}  # environment -> sandbox.webapp.EnvironmentWebApp
+        # application -> its setup and emulators (one entry for a one-application sandbox)
+        self.applications: dict[str, AppSandbox] = {}
         self._stops: list[Callable[[], None]] = []
 
     @property
@@ -193,6 +206,7 @@ def start_sandbox(
     argocd_port: int | None = None,
     registry_port: int | None = None,
     registry: bool = True,
+    applications: int = 1,
 ) -> Sandbox:
     """Seed the repository and start GitHub, Argo CD and the registry; return the ``Sandbox``.
 
@@ -209,9 +223,29 @@ def start_sandbox(
         github_port, argocd_port, registry_port: fixed ports (default: free ones); a busy
             port raises ``PortInUse`` naming the service.
         registry: start the registry (off for tests that do not need images).
+        applications: how many applications to seed (``sandbox.seed.several_applications``:
+            ``app-1`` ... each with its repository, Argo CD applications and images, behind one
+            GitHub and one Argo CD address; the setup is written to ``promotion.yaml`` in
+            ``state_dir`` and named by ``RELEASE_PROMOTION_CONFIG_FILE`` in ``env()``). 1: the
+            one application of ``config``.
     """
     config = config or load_config()
     state = Path(state_dir).resolve()
+    if applications < 1:
+        raise SandboxError(f"applications must be at least 1, not {applications}")
+    if applications > 1:
+        _prepare_state_dir(state)
+        return _start_many(
+            state,
+            config,
+            applications,
+            seed_version,
+            releases,
+            reconcile_interval,
+            check_duration,
+            health_delay,
+            registry,
+        )
     _prepare_state_dir(state)
     bare = state / "repo.git"
     seed_repository(bare, config, seed_version)
@@ -260,6 +294,113 @@ def start_sandbox(
         reviewer_tokens=reviewer_tokens,
         pid=os.getpid(),
         web_urls=web_urls,
+    )
+    (state / INFO_FILE).write_text(sandbox.info.to_json() + "\n", encoding="utf-8")
+    sandbox.applications[config.application] = AppSandbox(config, sandbox.github, sandbox.argocd)
+    return sandbox
+
+
+def _start_many(
+    state: Path,
+    base: PromotionConfig,
+    count: int,
+    seed_version: str,
+    releases: Sequence[str],
+    reconcile_interval: float,
+    check_duration: float,
+    health_delay: float,
+    registry: bool,
+) -> Sandbox:
+    """A sandbox of ``count`` applications (see ``start_sandbox``)."""
+    from sandbox.argocd import AppSpec, ArgoCDEmulator
+    from sandbox.github import GitHubEmulator
+    from sandbox.multi import ArgoCDByApplication, GitHubByRepository
+    from sandbox.seed import applications_yaml, several_applications
+
+    configs = several_applications(base, count)
+    config_file = state / "promotion.yaml"
+    config_file.write_text(applications_yaml(configs), encoding="utf-8")
+    bot_token = "ghp_bot_" + secrets.token_hex(16)
+    reviewer_tokens = {
+        login: "ghp_" + login.replace("-", "_") + "_" + secrets.token_hex(8)
+        for login in dict.fromkeys(login for _, a in base.approvals() for login in a.approvers)
+    }
+    tokens = {bot_token: BOT_LOGIN, **{tok: login for login, tok in reviewer_tokens.items()}}
+    argocd_token = "argocd_" + secrets.token_hex(16)
+    first = next(iter(configs.values()))
+    sandbox = Sandbox(
+        SandboxInfo("", "", "", first.github.repository, "", "", "", str(state)), first
+    )
+    try:
+        github: dict[str, Any] = {}
+        for name, config in configs.items():
+            bare = state / f"{name}.git"
+            seed_repository(bare, config, seed_version)
+            github[name] = GitHubEmulator(
+                bare,
+                config.github.repository,
+                tokens=tokens,
+                base_branch=config.github.base_branch,
+                required_checks=tuple(config.github.required_checks),
+                check_duration=check_duration,
+            )
+            sandbox._on_stop(github[name].close)
+        gh_server = _serve(
+            GitHubByRepository({configs[n].github.repository: e.app for n, e in github.items()}),
+            None,
+            "GitHub emulator",
+        )
+        sandbox._on_stop(gh_server.stop)
+        for emu in github.values():
+            emu.bind(gh_server.url)
+        by_app: dict[str, Any] = {}
+        for name, config in configs.items():
+            argo = ArgoCDEmulator(
+                state / f"{name}.git",
+                applications=[
+                    AppSpec(
+                        name=env.argocd_app,
+                        path=env.overlay_dir,
+                        target_revision=config.github.base_branch,
+                        auto_sync=True,
+                        environment=env.name,
+                    )
+                    for env in config.environments
+                ],
+                token=argocd_token,
+                reconcile_interval=reconcile_interval,
+                health_delay=health_delay,
+                repo_url=str(github[name].git_url),
+            )
+            argo.start()
+            sandbox._on_stop(argo.stop)
+            by_app.update({env.argocd_app: argo.app for env in config.environments})
+            sandbox.applications[name] = AppSandbox(config, github[name], argo)
+        argo_server = _serve(ArgoCDByApplication(by_app), None, "Argo CD emulator")
+        sandbox._on_stop(argo_server.stop)
+        registry_url = ""
+        if registry:
+            registry_url = _start_registry(sandbox, state, first, releases, None)
+            for config in list(configs.values())[1:]:
+                for tag in releases:
+                    sandbox.registry.publish(config.registry.path, list(config.services), tag)
+    except BaseException:
+        sandbox.stop()
+        raise
+    sandbox.github = sandbox.applications[first.application].github
+    sandbox.argocd = sandbox.applications[first.application].argocd
+    sandbox.info = SandboxInfo(
+        github_url=str(github[first.application].api_url),
+        github_token=bot_token,
+        git_url=str(github[first.application].git_url),
+        repo=first.github.repository,
+        argocd_url=argo_server.url,
+        argocd_token=argocd_token,
+        registry_url=registry_url,
+        state_dir=str(state),
+        reviewer_tokens=reviewer_tokens,
+        pid=os.getpid(),
+        config_file=str(config_file),
     )
     (state / INFO_FILE).write_text(sandbox.info.to_json() + "\n", encoding="utf-8")
     return sandbox

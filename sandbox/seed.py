@@ -131,3 +131,40 @@ def seed_repository(bare: Path, config: PromotionConfig, version: str = "v1.0.0"
         git("commit", "--quiet", "-m", f"Seed microservices-demo at {version}", cwd=work)
         git("push", "--quiet", str(bare), f"HEAD:refs/heads/{branch}", cwd=work)
         return git("rev-parse", "HEAD", cwd=work).strip()
+
+
+def several_applications(config: PromotionConfig, count: int) -> dict[str, PromotionConfig]:
+    """``count`` applications shaped like ``config``: ``app-1`` ... ``app-<count>``, each with its
+    own repository (``<owner>/app-<i>-gitops``), registry path (``<prefix>/app-<i>``) and Argo CD
+    applications (``<env>-app-<i>``)."""
+    owner = config.github.repository.split("/", 1)[0]
+    out: dict[str, PromotionConfig] = {}
+    for i in range(1, count + 1):
+        name = f"app-{i}"
+        out[name] = config.model_copy(
+            update={
+                "application": name,
+                "github": config.github.model_copy(update={"repository": f"{owner}/{name}-gitops"}),
+                "registry": config.registry.model_copy(
+                    update={"prefix": f"{config.registry.prefix}/{name}"}
+                ),
+                "environments": tuple(
+                    env.model_copy(update={"argocd_app": f"{env.name}-{name}"})
+                    for env in config.environments
+                ),
+            }
+        )
+    return out
+
+
+def applications_yaml(configs: dict[str, PromotionConfig]) -> str:
+    """A promotion setup (``applications:`` format) for ``configs`` (JSON is YAML)."""
+    import json
+
+    apps = {
+        name: c.model_dump(
+            mode="json", exclude={"application", "notifications", "watch"}, exclude_none=True
+        )
+        for name, c in configs.items()
+    }
+    return json.dumps({"applications": apps}, indent=2) + "\n"

@@ -50,7 +50,13 @@ def read_holds(name: str = HOLDS_VARIABLE) -> dict[str, dict[str, Any]]:
 
 
 @task(name="start-promotion", task_run_name="start-promotion-{version}", cache_policy=NO_CACHE)
-def start_promotion(deployment: str, version: str, initiator: str, repository: str) -> StartedRun:
+def start_promotion(
+    deployment: str,
+    version: str,
+    initiator: str,
+    repository: str,
+    application: str | None = None,
+) -> StartedRun:
     """Start ``deployment`` for ``version`` once (idempotency key ``watch-releases:<repo>:<v>``).
 
     Args:
@@ -58,6 +64,7 @@ def start_promotion(deployment: str, version: str, initiator: str, repository: s
         version: The release to promote.
         initiator: Who the run is started as (``watch.initiator`` of promotion.yaml).
         repository: The GitOps repository (part of the key).
+        application: The application (passed on to the run when given).
     """
     key = watch_idempotency_key(repository, version)
     asked = datetime.now(UTC)
@@ -65,7 +72,8 @@ def start_promotion(deployment: str, version: str, initiator: str, repository: s
         target = client.read_deployment_by_name(deployment)
         run = client.create_flow_run_from_deployment(
             target.id,
-            parameters={"version": version, "initiator": initiator},
+            parameters={"version": version, "initiator": initiator}
+            | ({"application": application} if application else {}),
             idempotency_key=key,
             tags=["release-promotion", "watch-releases"],
         )

@@ -12,12 +12,15 @@ from deployments.cli import app
 from deployments.demo import _gate as demo_gate
 from deployments.local import LocalPrefect, Worker, deployable_names
 from deployments.runs import find_deployment, read_run, request_with_retry
+from promotion.config import load_config
 from promotion.names import (
-    HOLDS_VARIABLE,
     PROMOTE_DEPLOYMENT,
     RESUME_AUTOSYNC_DEPLOYMENT,
     RESUME_AUTOSYNC_FLOW,
+    holds_variable,
 )
+
+HOLDS = holds_variable(load_config().application)
 
 runner = CliRunner()
 
@@ -83,7 +86,8 @@ def test_promote_sends_every_option_given(local_prefect: LocalPrefect, worker: W
     args = ["promote", "v9.9.7", "--initiator", "dev-dave", "--approval-timeout-seconds", "60"]
     args += ["--auto-rollback", "revert", "--allow-downgrade", "--allow-held"]
     args += ["--freeze-override-by", "pm-carol", "--freeze-override-reason", "hotfix", "--dry-run"]
-    args += ["--config-file", "promotion.yaml", "--api-url", api]
+    args += ["--config-file", "promotion.yaml", "--application", "microservices-demo-gitops"]
+    args += ["--api-url", api]
     promoted = runner.invoke(app, args)
     assert promoted.exit_code == 0, promoted.output
     assert read_run(api, _run_id(promoted.output)).parameters == {
@@ -97,6 +101,7 @@ def test_promote_sends_every_option_given(local_prefect: LocalPrefect, worker: W
         "freeze_override_reason": "hotfix",
         "dry_run": True,
         "config_file": "promotion.yaml",
+        "application": "microservices-demo-gitops",
     }
     # Every parameter of the flow has its option: what the UI can set, the CLI can too.
     assert set(_schema(api, PROMOTE_DEPLOYMENT)) == set(
@@ -134,7 +139,7 @@ def test_status_shows_the_holds(local_prefect: LocalPrefect, worker: Worker) -> 
             "run": "0b3c9d3e-1f0e-4a51-9a3c-8d2f6c1e2a77",
         }
     }
-    created = httpx.post(f"{api}/variables/", json={"name": HOLDS_VARIABLE, "value": holds})
+    created = httpx.post(f"{api}/variables/", json={"name": HOLDS, "value": holds})
     assert created.status_code == 201, created.text
     try:
         shown = runner.invoke(app, ["status", "--api-url", api])
@@ -151,7 +156,7 @@ def test_status_shows_the_holds(local_prefect: LocalPrefect, worker: Worker) -> 
     finally:
         # a busy SQLite server answers 503 now and then: retry as the product's calls do
         with httpx.Client() as http:
-            gone = request_with_retry(http, "DELETE", f"{api}/variables/name/{HOLDS_VARIABLE}")
+            gone = request_with_retry(http, "DELETE", f"{api}/variables/name/{HOLDS}")
         assert gone.status_code in {204, 404}, gone.text
     none = runner.invoke(app, ["status", "--api-url", api])
     assert "No release is on hold." in none.output

@@ -32,8 +32,12 @@ def test_work_pool_is_a_process_pool_and_ensure_is_idempotent(local_prefect: Loc
 
 def test_a_lock_per_environment_is_created_then_updated(local_prefect: LocalPrefect) -> None:
     api = local_prefect.api_url
-    wanted = [environment_lock(env.name) for env in load_config().environments]
-    assert wanted[:2] == ["promotion-staging", "promotion-prod"]
+    config = load_config()
+    wanted = [environment_lock(config.application, env.name) for env in config.environments]
+    assert wanted[:2] == [
+        "promotion-microservices-demo-gitops-staging",
+        "promotion-microservices-demo-gitops-prod",
+    ]
     ensured = ensure_concurrency_limit(api, limit=2)
     assert set(wanted) <= set(ensured)
     for name in wanted:

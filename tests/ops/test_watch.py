@@ -18,7 +18,7 @@ from prefect.variables import Variable
 from deployments.watch import set_watch_schedule
 from flows.watch import watch_releases
 from promotion.config import DEFAULT_CONFIG, load_config
-from promotion.names import HOLDS_VARIABLE, WATCH_FLOW, watch_idempotency_key
+from promotion.names import WATCH_FLOW, holds_variable, watch_idempotency_key
 from promotion.watch import (
     complete_releases,
     current_version,
@@ -29,6 +29,7 @@ from sandbox.launcher import Sandbox
 
 # -- the selection -----------------------------------------------------------------------------
 
+HOLDS = holds_variable(load_config().application)
 TAGS = {
     "app/cart": ["v1.0.0", "v1.0.1", "v1.0.2", "v1.1.0", "v2.0.0-rc.1", "latest"],
     "app/frontend": ["v1.0.0", "v1.0.1", "v1.1.0", "v2.0.0-rc.1", "v1.0.10"],
@@ -114,17 +115,17 @@ def sandbox_env(box: Sandbox, monkeypatch: pytest.MonkeyPatch) -> Sandbox:
 @pytest.fixture
 def holds() -> Iterator[None]:
     """Put v1.1.0 on hold in the Variable; restore what was there."""
-    previous = Variable.get(HOLDS_VARIABLE, default=None)
+    previous = Variable.get(HOLDS, default=None)
     Variable.set(
-        HOLDS_VARIABLE,
+        HOLDS,
         {"v1.1.0": {"env": "prod", "reason": "pods crash-looping", "at": "2026-12-02T10:00Z"}},
         overwrite=True,
     )
     yield
     if previous is None:
-        Variable.unset(HOLDS_VARIABLE)
+        Variable.unset(HOLDS)
     else:
-        Variable.set(HOLDS_VARIABLE, previous, overwrite=True)
+        Variable.set(HOLDS, previous, overwrite=True)
 
 
 def watching_setup(tmp_path: Path) -> str:

@@ -251,7 +251,7 @@ def test_dev_staging_prod_asks_qa_where_the_setup_puts_it(
             promote_release, version="v1.0.1", initiator=INITIATOR, config_file=str(setup)
         ).join()
         assert refused.state_type == "FAILED"
-        assert "the Prefect server has no lock promotion-dev" in refused.message
+        assert "dev: the Prefect server has no lock promotion-" in refused.message
         assert "release-promotion deploy" in refused.message
         assert not pulls(box), "refused before anything was written"
         ensure_concurrency_limit(api, config_file=setup)  # what `release-promotion deploy` does
@@ -276,3 +276,18 @@ def test_dev_staging_prod_asks_qa_where_the_setup_puts_it(
         assert tags(box, PROD) == {"v1.0.1"}
         merged = [str(p["head"]["ref"]) for p in pulls(box) if p["merged_at"]]
         assert sorted(merged) == [f"promote/{e}/v1.0.1" for e in ("dev", "prod", "staging")]
+
+
+def test_a_hold_recorded_before_applications_had_names_still_holds(
+    sandbox: Sandbox, prefect_server: LocalPrefect, run_in_background: Callable[..., BackgroundRun]
+) -> None:
+    from prefect.variables import Variable
+
+    from promotion.names import HOLDS_VARIABLE
+
+    hold = {"env": "prod", "reason": "crash loop", "at": "2026-11-30T10:00:00+00:00"}
+    Variable.set(HOLDS_VARIABLE, {"v1.0.1": hold}, overwrite=True)
+    final = run_in_background(promote_release, version="v1.0.1", initiator=INITIATOR).join()
+    assert final.state_type == "FAILED"
+    assert "v1.0.1 is on hold" in final.message and "crash loop" in final.message
+    assert not pulls(sandbox)
