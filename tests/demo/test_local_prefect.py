@@ -58,8 +58,9 @@ def test_the_locks_follow_the_promotion_setup(local_prefect: LocalPrefect, tmp_p
     custom = tmp_path / "promotion.yaml"
     custom.write_text(setup)
     ensured = ensure_concurrency_limit(local_prefect.api_url, config_file=custom)
-    assert "promotion-qa-east" in ensured
-    url = f"{local_prefect.api_url}/v2/concurrency_limits/promotion-qa-east"
+    lock = "promotion-microservices-demo-gitops-qa-east"
+    assert lock in ensured
+    url = f"{local_prefect.api_url}/v2/concurrency_limits/{lock}"
     assert httpx.get(url).json()["active"] is True
 
 
@@ -130,7 +131,7 @@ def test_resume_autosync_is_deployed_when_its_flow_exists(
     assert dep["entrypoint"] == "flows/rollback.py:resume_autosync"
     assert dep["work_pool_name"] == WORK_POOL
     params = dep["parameter_openapi_schema"]
-    assert set(params["properties"]) == {"env", "config_file"}
+    assert set(params["properties"]) == {"env", "application", "config_file"}
     assert params.get("required") == ["env"]
 
 
