@@ -15,17 +15,16 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-from flows.runtime import load_runtime
+from flows.runtime import load_setup
 from promotion import gitops
 from promotion.argocd import ArgoCDError
-from promotion.config import ConfigError, PromotionConfig, Settings
+from promotion.config import Applications, ConfigError, PromotionConfig, Settings
 from promotion.drift import (
-    AppDrift,
     DesiredState,
     DriftAudit,
     LiveApp,
@@ -54,6 +53,41 @@ class _Target:
     path: str
 
 
+UNOWNED = "(not in promotion.yaml)"
+
+
+@dataclass(frozen=True)
+class _Group:
+    """The Argo CD applications audited against one application of the setup."""
+
+    name: str  # "" in a single-application setup (today's report, unchanged)
+    config: PromotionConfig | None  # None: labelled applications no application names
+    live: list[LiveApp]
+
+
+def _groups(setup: Applications, application: str | None, live: list[LiveApp]) -> list[_Group]:
+    """Who audits which live application: a single-application setup audits every labelled
+    one (as before applications had names); in a setup of several, each application audits
+    the Argo CD applications its environments name, and the rest form their own group when
+    every application is audited."""
+    if len(setup.names) == 1:
+        return [_Group("", setup.get(None), live)]
+    owner = {
+        env.argocd_app: name
+        for name, config in setup.applications.items()
+        for env in config.environments
+    }
+    names = [application] if application is not None else list(setup.names)
+    groups = [
+        _Group(name, setup.get(name), [a for a in live if owner.get(a.name) == name])
+        for name in names
+    ]
+    rest = [a for a in live if a.name not in owner]
+    if application is None and rest:
+        groups.append(_Group(UNOWNED, None, rest))
+    return groups
+
+
 def _branch(revision: str, default: str) -> str:
     return default if revision in {"", "HEAD"} else revision.removeprefix("refs/heads/")
 
@@ -61,11 +95,12 @@ def _branch(revision: str, default: str) -> str:
 def _targets(
     envs: list[str],
     live: list[LiveApp],
-    config: PromotionConfig,
+    config: PromotionConfig | None,
     git_url: str | None,
 ) -> list[_Target]:
-    """Every application to audit: Argo CD's, plus a configured one Argo CD does not have."""
-    base = config.github.base_branch
+    """Every application to audit: Argo CD's, plus a configured one Argo CD does not have
+    (``config`` None: Argo CD's only, those no application of the setup names)."""
+    base = config.github.base_branch if config is not None else "main"
     known_repo = git_url or next((a.repo_url for a in live if a.repo_url), "")
     targets = [
         _Target(
@@ -80,8 +115,8 @@ def _targets(
         if a.environment in envs
     ]
     names = {t.app for t in targets}
-    for env_name in envs:
-        env = config.environment(env_name)
+    configured = [e for e in config.environments if e.name in envs] if config is not None else []
+    for env in configured:
         if env.argocd_app not in names:
             targets.append(
                 _Target(env.argocd_app, env.name, None, known_repo, base, env.overlay_dir)
@@ -141,16 +176,88 @@ def _release(config: PromotionConfig, settings: Settings, include_prereleases: b
         return ReleaseInfo.unknown(f"registry unreadable: {exc}")
 
 
-def _publish(audit: DriftAudit, envs: list[str]) -> None:
+def _audit(
+    group: _Group,
+    envs: list[str],
+    targets: list[_Target],
+    desired: dict[str, DesiredState],
+    heads: dict[str, str],
+    settings: Settings,
+    check_release: bool,
+    behind_release_is_drift: bool,
+    include_prereleases: bool,
+) -> DriftAudit:
+    """Classify one group's applications against its own images and newest release."""
+    config = group.config
+    if config is None:
+        release = ReleaseInfo.unknown("not described by any application of promotion.yaml")
+    elif check_release:
+        release = _release(config, settings, include_prereleases)
+    else:
+        release = ReleaseInfo.unknown("not checked (check_release is off)")
+    services = {image: service for service, image in config.images().items()} if config else {}
+    apps = [
+        replace(
+            classify(
+                t.app,
+                t.environment,
+                t.live,
+                desired.get(t.app),
+                release,
+                services,
+                behind_is_drift=behind_release_is_drift,
+            ),
+            owner=group.name,
+        )
+        for t in targets
+    ]
+    notes: list[str] = []
+    if config is None:
+        notes.append(
+            "these Argo CD applications carry the environment label but no application of "
+            "promotion.yaml names them: compared with Git only"
+        )
+    elif release.error and check_release:
+        notes.append(f"the newest release is unknown ({release.error}): not checked")
+    elif check_release and release.version is None:
+        notes.append("no release is published for every image in the registry: not checked")
+    return DriftAudit(tuple(envs), tuple(apps), release, heads, tuple(notes))
+
+
+def _publish(audits: list[DriftAudit], names: list[str], envs: list[str]) -> None:
+    """One table and one report; in a setup of several applications, a section per application
+    and an ``owner`` column (the promotion.yaml application)."""
+    drifting = sum(a.drift_count for a in audits)
+    if names == [""]:
+        table, markdown = audits[0].table_rows(), audits[0].markdown()
+    else:
+        table = [
+            {"owner": name, **row}
+            for name, audit in zip(names, audits, strict=True)
+            for row in audit.table_rows()
+        ]
+        total = sum(len(a.apps) for a in audits)
+        lines = [
+            f"# Drift audit: {', '.join(envs)} ({len(audits)} applications of promotion.yaml)",
+            "",
+            f"**{drifting} of {total} Argo CD applications drift.**"
+            if drifting
+            else f"**No drift**: all {total} Argo CD applications run what Git says.",
+            "",
+        ]
+        for name, audit in zip(names, audits, strict=True):
+            section = audit.markdown().split("\n", 1)[1]  # its own title line gives way to ours
+            lines += [f"# {name}", section.replace("\n## ", "\n### ")]
+        markdown = "\n".join(lines)
     create_table_artifact(
-        table=audit.table_rows(),
+        table=table,
         key=TABLE_KEY,
         description=f"Drift per application and service ({', '.join(envs)})",
     )
     create_markdown_artifact(
-        markdown=audit.markdown(),
+        markdown=markdown,
         key=REPORT_KEY,
-        description=f"Drift audit of {', '.join(envs)}: {audit.drift_count} drifting",
+        description=f"Drift audit of {', '.join(envs)}: {drifting} drifting",
     )
 
 
@@ -176,6 +283,7 @@ def audit_drift(
     git_url: str | None = None,
     emit_events: bool = True,
     config_file: str | None = None,
+    application: str | None = None,
 ) -> int:
     """Compare what Git says each application should run with what Argo CD reports it runs.
 
@@ -197,19 +305,32 @@ def audit_drift(
         emit_events: Emit a ``release-promotion.drift.detected`` event per drifting application.
         config_file: Path of the promotion setup (default: ``RELEASE_PROMOTION_CONFIG_FILE`` or
             the project's ``promotion.yaml``).
+        application: In a setup of several applications, audit only this one (default: every
+            application, plus the labelled Argo CD applications none of them names).
     """
     logger = get_run_logger()
     started = time.monotonic()
     envs = list(dict.fromkeys(environments or ["staging"]))
     try:
-        rt = load_runtime(config_file)
-        for env in envs:
-            rt.config.environment(env)
-        argocd_token = rt.settings.secret("argocd_token")
+        setup, settings = load_setup(config_file)
+        if application is not None:
+            setup.get(application)  # an unknown name is refused here, naming the configured
+        audited = [application] if application is not None else list(setup.names)
+        known = {e.name for name in audited for e in setup.get(name).environments}
+        unknown = [e for e in envs if e not in known]
+        if unknown:
+            raise ConfigError(
+                f"unknown environment {unknown[0]!r}; configured: {', '.join(sorted(known))}"
+            )
+        if git_url is not None and len(audited) > 1:
+            raise ConfigError(
+                "git_url names one GitOps repository, and this setup describes "
+                f"{len(audited)} applications: give the application too"
+            )
+        argocd_token = settings.secret("argocd_token")
     except ConfigError as exc:
         _publish_failure(f"Setup problem: {exc}", envs)
         raise DriftAuditFailed(f"the audit could not run: {exc}") from exc
-    config, settings = rt.config, rt.settings
 
     selector = f"{environment_label} in ({','.join(envs)})"
     phases: dict[str, float] = {}
@@ -226,8 +347,11 @@ def audit_drift(
             settings.argocd_url, argocd_token, selector, environment_label
         )
         phase("argocd")
-        targets = _targets(envs, live, config, git_url)
-        desired, heads = _read_desired(targets, settings)
+        groups = _groups(setup, application, live)
+        read = []
+        for group in groups:
+            targets = _targets(envs, group.live, group.config, git_url)
+            read.append((group, targets, *_read_desired(targets, settings)))
         phase("git")
     except (ArgoCDError, DriftAuditFailed) as exc:
         reason = str(exc)
@@ -236,55 +360,49 @@ def audit_drift(
         _publish_failure(reason, envs)
         raise DriftAuditFailed(f"the audit could not run: {reason}") from exc
     logger.info(
-        "Auditing %d applications of %s (Argo CD selector %r)", len(targets), envs, selector
+        "Auditing %d applications of %s (Argo CD selector %r)",
+        sum(len(targets) for _, targets, _, _ in read),
+        envs,
+        selector,
     )
 
-    release = (
-        _release(config, settings, include_prereleases)
-        if check_release
-        else ReleaseInfo.unknown("not checked (check_release is off)")
-    )
-    phase("registry")
-    services = {image: service for service, image in config.images().items()}
-    apps: list[AppDrift] = [
-        classify(
-            t.app,
-            t.environment,
-            t.live,
-            desired.get(t.app),
-            release,
-            services,
-            behind_is_drift=behind_release_is_drift,
+    audits: list[DriftAudit] = []
+    for group, targets, desired, heads in read:
+        audits.append(
+            _audit(
+                group,
+                envs,
+                targets,
+                desired,
+                heads,
+                settings,
+                check_release,
+                behind_release_is_drift,
+                include_prereleases,
+            )
         )
-        for t in targets
-    ]
-    notes: list[str] = []
-    if release.error and check_release:
-        notes.append(f"the newest release is unknown ({release.error}): not checked")
-    elif check_release and release.version is None:
-        notes.append("no release is published for every image in the registry: not checked")
-    audit = DriftAudit(tuple(envs), tuple(apps), release, heads, tuple(notes))
-    phase("classify")
-    _publish(audit, envs)
+    phase("registry+classify")
+    drifting = [app for audit in audits for app in audit.drifting]
+    _publish(audits, [g.name for g in groups], envs)
     phase("artifacts")
 
-    for app in audit.drifting[:MAX_LOGGED]:
+    for app in drifting[:MAX_LOGGED]:
         logger.warning("Drift in %s/%s: %s", app.environment, app.app, "; ".join(app.findings))
-    if audit.drift_count > MAX_LOGGED:
+    if len(drifting) > MAX_LOGGED:
         logger.warning(
             "... and %d more drifting applications (see the %s artifact)",
-            audit.drift_count - MAX_LOGGED,
+            len(drifting) - MAX_LOGGED,
             TABLE_KEY,
         )
-    if emit_events and audit.drifting:
-        drift_tasks.emit_drift_events(list(audit.drifting))
+    if emit_events and drifting:
+        drift_tasks.emit_drift_events(drifting)
     phase("events")
     logger.info(
         "Drift audit of %s: %d of %d applications drift (%.2fs: %s)",
         ", ".join(envs),
-        audit.drift_count,
-        len(audit.apps),
+        len(drifting),
+        sum(len(a.apps) for a in audits),
         time.monotonic() - started,
         ", ".join(f"{k} {v:.2f}s" for k, v in phases.items()),
     )
-    return audit.drift_count
+    return len(drifting)

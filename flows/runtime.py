@@ -13,7 +13,7 @@ from prefect.context import FlowRunContext
 from prefect.exceptions import ObjectAlreadyExists
 from prefect.input.actions import create_flow_run_input
 
-from promotion.config import PromotionConfig, Settings, load_config
+from promotion.config import Applications, PromotionConfig, Settings, load_applications, load_config
 from promotion.report import RunReport, now
 from tasks.argocd import ArgoTarget
 from tasks.github import GitHubTarget
@@ -50,6 +50,12 @@ def load_runtime(config_file: str | None = None, application: str | None = None)
     settings = Settings().with_secrets(load_secret_block)
     config = load_config(config_file or settings.config_file, application)
     return Runtime(config, settings)
+
+
+def load_setup(config_file: str | None = None) -> tuple[Applications, Settings]:
+    """Every application of the setup, and the settings (env vars, then Prefect Secret blocks)."""
+    settings = Settings().with_secrets(load_secret_block)
+    return load_applications(config_file or settings.config_file), settings
 
 
 def run_started() -> datetime:

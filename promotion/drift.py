@@ -285,6 +285,7 @@ class AppDrift:
     overlay: str = ""
     desired_revision: str = ""
     live_revision: str = ""
+    owner: str = ""  # the promotion.yaml application it belongs to, in a setup of several
 
     @property
     def drifting(self) -> bool:
@@ -300,11 +301,12 @@ class AppDrift:
             "prefect.resource.name": self.app,
             "release-promotion.environment": self.environment,
             "release-promotion.argocd-app": self.app,
-        }
+        } | ({"release-promotion.application": self.owner} if self.owner else {})
 
     def event_payload(self) -> dict[str, Any]:
         return {
             "application": self.app,
+            "owner": self.owner,
             "environment": self.environment,
             "kinds": [str(k) for k in self.kinds],
             "summary": self.labels,

@@ -3,6 +3,7 @@ own prod lock (promotion.names.environment_lock is per application and environme
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -78,3 +79,40 @@ def test_a_setup_of_several_applications_needs_the_application(
     state = promote_release(version="v1.0.1", initiator=INITIATOR, return_state=True)
     assert state.is_failed()
     assert "say which one (application: app-1, app-2)" in str(state.message)
+
+
+def test_the_drift_audit_covers_every_application_each_against_its_own_setup(
+    two_apps: Sandbox, prefect_server: LocalPrefect
+) -> None:
+    from prefect.artifacts import Artifact
+
+    from flows.drift import REPORT_KEY, TABLE_KEY, audit_drift
+    from promotion.argocd import ArgoCDClient
+
+    staging_2 = two_apps.applications["app-2"].config.environment("staging").argocd_app
+    with ArgoCDClient(two_apps.info.argocd_url, two_apps.info.argocd_token) as argo_api:
+        argo_api.disable_autosync(staging_2)
+
+    drifting = audit_drift(behind_release_is_drift=False, emit_events=False)
+    assert drifting == 1
+    table = Artifact.get(TABLE_KEY)
+    assert table is not None and isinstance(table.data, str)
+    rows = json.loads(table.data)
+    owners = {(r["owner"], r["application"]) for r in rows}
+    apps = {
+        (name, box.config.environment("staging").argocd_app)
+        for name, box in two_apps.applications.items()
+    }
+    assert owners == apps  # every application's staging app, audited under its own name
+    assert {r["drift"] for r in rows if r["application"] == staging_2} == {"auto-sync disabled"}
+    assert {r["drift"] for r in rows if r["owner"] == "app-1"} == {"in sync"}
+    report = Artifact.get(REPORT_KEY)
+    assert report is not None and isinstance(report.data, str)
+    assert "(2 applications of promotion.yaml)" in report.data
+    assert "# app-1" in report.data and "# app-2" in report.data
+
+    # one application only: app-1's applications, none drifting
+    assert audit_drift(behind_release_is_drift=False, emit_events=False, application="app-1") == 0
+    table = Artifact.get(TABLE_KEY)
+    assert table is not None and isinstance(table.data, str)
+    assert {r["owner"] for r in json.loads(table.data)} == {"app-1"}
