@@ -11,7 +11,7 @@ export UV_LINK_MODE := copy
 # servers, so two run in about 60% of the time of one. PYTEST_ARGS= runs them in one process.
 PYTEST_ARGS ?= -n 2 --dist loadfile
 
-.PHONY: help uv bootstrap deps lint test demo
+.PHONY: help uv bootstrap deps lint test test-postgres demo
 
 help:
 	@echo "make demo   start the sandbox, a Prefect server and worker, and promote v1.0.1"
@@ -41,6 +41,11 @@ lint: bootstrap
 
 test: lint
 	.venv/bin/pytest $(PYTEST_ARGS)
+
+# The pipeline tests again, on a Prefect server on PostgreSQL (a throwaway cluster per pytest
+# worker); `make test` runs them on SQLite and tests/postgres on PostgreSQL with two workers.
+test-postgres: bootstrap
+	RELEASE_PROMOTION_TEST_DATABASE=postgres .venv/bin/pytest $(PYTEST_ARGS) tests/pipeline tests/postgres
 
 demo: bootstrap
 	.venv/bin/python -m deployments.demo $(ARGS)
