@@ -810,20 +810,24 @@ class GitHubClient:
         info = self._info(pr)
         return info.model_copy(update={"head_sha": head, "created": False})
 
-    def _same_change(self, head: str, base_sha: str, path: str, text: str) -> bool:
+    def _same_change(self, head: str, base_sha: str, path: str, base_text: str, text: str) -> bool:
         """Whether ``head``, though not on the base's current head ``base_sha``, is one commit
-        that changes only ``path``, to exactly ``text`` (what a rebuilt head would set).
+        that changes only ``path``, to exactly ``text`` (what a rebuilt head would set), from
+        the ``path`` the base has now (``base_text``).
 
         Commits that land on the base without touching ``path`` (a README, another
         environment, another team's app) then leave the PR, its checks and the approval bound
         to its head alone: merging it gives what merging a rebuilt head would. A change of
-        ``path`` on the base changes ``text``, so the head is rebuilt and approved again.
+        ``path`` on the base, even one whose lines the head sets anyway (another release's
+        tags), would conflict (GitHub: 405 "not mergeable"): the head is rebuilt and approved
+        again.
         """
         with self._calling(f"compare {base_sha[:12]}...{head[:12]}"):
             compared = self._repo.compare(base_sha, head)
             if compared.ahead_by != 1 or [f.filename for f in compared.files] != [path]:
                 return False
-        return self.read_file(path, head)[0] == text
+            fork = compared.merge_base_commit.sha
+        return self.read_file(path, head)[0] == text and self.read_file(path, fork)[0] == base_text
 
     def _create_branch(self, branch: str, sha: str) -> bool:
         """Create ``branch`` at ``sha``; False when it exists (422 "Reference already exists")."""
@@ -943,7 +947,7 @@ class GitHubClient:
             body=body,
             labels=labels,
             fresh=fresh,
-            keep=lambda head: self._same_change(head, base_sha, env.overlay, new_text),
+            keep=lambda head: self._same_change(head, base_sha, env.overlay, text, new_text),
         )
         # The head's overlay is ``new_text``: made so, or checked by ``_same_change``.
         return pr.model_copy(

@@ -22,7 +22,7 @@ from promotion.github import (
     ReviewTimedOut,
     is_transient,
 )
-from promotion.kustomize import read_image_tags
+from promotion.kustomize import read_image_tags, set_image_tags
 from sandbox.seed import git
 
 from .conftest import BOT_TOKEN, Sandbox
@@ -136,6 +136,28 @@ def test_a_change_of_the_overlay_on_the_base_rebuilds_the_branch_on_it(github: S
     assert _all_pulls(github) == [first.number]
     assert _tags(github, "staging", second.head_sha) == {"v1.0.1"}
     assert "# hotfix" in github.client.read_file(overlay, second.head_sha)[0]
+
+
+def test_a_tag_change_on_the_base_rebuilds_the_head_that_no_longer_merges(
+    github: Sandbox,
+) -> None:
+    """Another release merged into the same overlay: the head sets every tag the base's new
+    overlay would get, but its parent's overlay is not the base's, so it conflicts (GitHub:
+    405 "not mergeable"). Kept, the merge was refused and the run stopped (found on
+    PostgreSQL by the concurrent-promotions test); it must be rebuilt on the base instead."""
+    first = _open(github, "v1.0.2")
+    overlay = github.config.environment("staging").overlay
+    text, _ = github.client.read_file(overlay)
+    other = set_image_tags(text, {i: "v1.0.1" for i in github.config.images().values()})
+    new_main = github.push_change("main", overlay, other)
+    second = _open(github, "v1.0.2")
+    assert second.number == first.number and not second.created
+    assert second.head_sha != first.head_sha
+    assert github.git("rev-parse", f"{second.head_sha}^") == new_main
+    github.client.wait_for_checks(second.number, [CHECK], timeout=60, poll_interval=0.2)
+    merged = github.client.merge(second.number, "squash", expected_head_sha=second.head_sha)
+    assert not merged.already_merged
+    assert _tags(github, "staging") == {"v1.0.2"}
 
 
 def test_wrong_content_on_the_branch_is_corrected(github: Sandbox) -> None:
