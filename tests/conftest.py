@@ -39,6 +39,7 @@ def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]
 
             pg = stack.enter_context(LocalPostgres())
             extra_env["PREFECT_API_DATABASE_CONNECTION_URL"] = pg.prefect_url
+            os.environ["RELEASE_PROMOTION_TEST_DATABASE_URL"] = pg.prefect_url  # test_secrets
         elif database != "sqlite":
             raise pytest.UsageError(
                 f"RELEASE_PROMOTION_TEST_DATABASE={database!r}: expected sqlite or postgres"

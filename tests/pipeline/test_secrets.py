@@ -7,7 +7,9 @@ token, as the README advises for DOCR: it is a secret like the password.
 
 from __future__ import annotations
 
+import os
 import secrets
+import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -15,6 +17,7 @@ import httpx
 import pytest
 
 from deployments.local import LocalPrefect
+from deployments.postgres.local_cluster import PG_BIN
 from flows.promote import promote_release
 from pipeline.conftest import BackgroundRun
 from pipeline.helpers import INITIATOR, comments, promoted, pulls
@@ -43,6 +46,18 @@ def _all(api: str, path: str, body: dict[str, object]) -> list[dict[str, object]
     response = httpx.post(f"{api}{path}", json={**body, "limit": 200}, timeout=30)
     response.raise_for_status()
     return list(response.json())
+
+
+def prefect_database(server: LocalPrefect) -> bytes:
+    """Every byte the Prefect server stored: its SQLite files, or a dump of its PostgreSQL
+    database when the session runs on one (``RELEASE_PROMOTION_TEST_DATABASE=postgres``)."""
+    url = os.environ.get("RELEASE_PROMOTION_TEST_DATABASE_URL")
+    if url:
+        dump = [str(PG_BIN / "pg_dump"), "--data-only", url.replace("+asyncpg", "")]
+        return subprocess.run(dump, capture_output=True, check=True, timeout=120).stdout
+    return b"".join(
+        path.read_bytes() for path in Path(server.home).rglob("*.db*") if path.is_file()
+    )
 
 
 def test_no_credential_is_written_anywhere(
@@ -86,9 +101,7 @@ def test_no_credential_is_written_anywhere(
         f"{p['title']}\n{p['body']}\n" + "\n".join(comments(sandbox, int(p["number"])))
         for p in pulls(sandbox)
     )
-    database = b"".join(
-        path.read_bytes() for path in Path(prefect_server.home).rglob("*.db*") if path.is_file()
-    )
+    database = prefect_database(prefect_server)
     assert len(database) > 100_000, "the Prefect database was found"
     assert failing.run_id.encode() in database or failing.run_id.replace("-", "").encode() in (
         database
