@@ -11,9 +11,8 @@ key). The demo finds that run, prints its link in the Prefect UI and which appro
 follows it to its end and prints the summary. With ``--auto-approve`` it gives the approvals
 itself through the same API the UI's Resume form uses and exits 0 only when prod is confirmed at
 the version. Ctrl-C stops everything it started; every run starts clean under ``.sandbox/demo``.
-With
-``--auth-string-file FILE`` (or ``PREFECT_SERVER_API_AUTH_STRING`` in its environment) the server
-is protected by that ``user:password`` and every client the demo starts gets it.
+With ``--auth-string-file FILE`` (or ``PREFECT_SERVER_API_AUTH_STRING`` in its environment) the
+server is protected by that ``user:password`` and every client the demo starts gets it.
 """
 
 from __future__ import annotations
@@ -25,7 +24,7 @@ import shutil
 import signal
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -50,17 +49,19 @@ from deployments.runs import (
     ResumeResult,
     RunApiError,
     RunView,
+    api_client,
     keyset_description,
     list_runs,
     read_artifact,
     read_run,
+    request_with_retry,
     resume_run,
     wait_for_run,
 )
 from deployments.watch import apply_watch_schedule
 from promotion.config import DEFAULT_CONFIG, ConfigError, PromotionConfig, load_config
 from promotion.drift import version_key
-from promotion.names import PROMOTE_DEPLOYMENT, gate_of_pause_key
+from promotion.names import PROMOTE_DEPLOYMENT, gate_of_pause_key, watch_idempotency_key
 from sandbox.launcher import Sandbox, SandboxError, SandboxInfo, start_sandbox
 
 DEFAULT_STATE = PROJECT_ROOT / ".sandbox" / "demo"
@@ -136,6 +137,8 @@ def write_demo_setup(
     initiator: str,
     source: Path = DEFAULT_CONFIG,
     watch_cron: str = WATCH_CRON,
+    settings: Mapping[str, Any] | None = None,
+    per_environment: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> Path:
     """Write the demo's promotion setup to ``target`` and return it.
 
@@ -143,6 +146,15 @@ def write_demo_setup(
     (``watch``: ``watch_cron``, started as ``initiator``) and, per environment, an HTTP probe of
     the sandbox's application endpoint (``GET /version``: its ``version`` must be the release),
     so that a release the watcher finds is promoted by itself and verified for real.
+
+    Args:
+        info: The running sandbox (its ``web_urls`` are probed).
+        target: Where to write the setup.
+        initiator: Who the release watcher starts promotions as.
+        source: The setup to start from.
+        watch_cron: When the release watcher looks.
+        settings: More top-level settings (``notifications``: ...).
+        per_environment: More settings per environment name (``soak_minutes``, ``freeze``).
     """
     from ruamel.yaml import YAML
 
@@ -163,7 +175,9 @@ def write_demo_setup(
                 }
             ]
         }
+        env.update((per_environment or {}).get(str(env["name"]), {}))
     data["watch"] = {"enabled": True, "cron": watch_cron, "initiator": initiator}
+    data.update(settings or {})
     target.parent.mkdir(parents=True, exist_ok=True)
     with target.open("w", encoding="utf-8") as out:
         out.write(
@@ -174,23 +188,40 @@ def write_demo_setup(
     return target
 
 
-def wait_for_promotion(api_url: str, version: str, timeout: float) -> RunView:
-    """The ``promote-release`` run for ``version`` once the watcher has started it."""
+def wait_for_promotion(api_url: str, repository: str, version: str, timeout: float) -> RunView:
+    """The ``promote-release`` run the release watcher started for ``version``: the one created
+    under release detection's idempotency key (a run started by hand does not count)."""
+    key = watch_idempotency_key(repository, version)
     deadline = time.monotonic() + timeout
     while True:
         found = [
-            run
-            for run in list_runs(api_url, PROMOTE_DEPLOYMENT)
-            if run.parameters.get("version") == version
+            run for run in list_runs(api_url, PROMOTE_DEPLOYMENT) if run.idempotency_key == key
         ]
         if found:
-            return found[-1]  # newest first: the oldest is the one the watcher started
+            return found[0]  # the key makes it the only one
         if time.monotonic() > deadline:
             raise DemoFailed(
                 f"the release watcher did not start promote-release for {version} in "
                 f"{timeout:.0f}s; see the watch-releases runs in the UI"
             )
         time.sleep(1.0)
+
+
+def watcher_run(api_url: str, version: str) -> RunView:
+    """The ``watch-releases`` run whose ``start-promotion-<version>`` task started the run."""
+    body = {
+        "task_runs": {"name": {"any_": [f"start-promotion-{version}"]}},
+        "sort": "EXPECTED_START_TIME_ASC",
+        "limit": 1,
+    }
+    with api_client(api_url) as http:
+        response = request_with_retry(http, "POST", "task_runs/filter", json=body)
+    if response.status_code >= 400 or not response.json():
+        raise DemoFailed(
+            f"no start-promotion-{version} task run of watch-releases was found "
+            f"(HTTP {response.status_code})"
+        )
+    return read_run(api_url, str(response.json()[0]["flow_run_id"]))
 
 
 def auth_string_of(args: argparse.Namespace) -> str | None:
@@ -258,9 +289,19 @@ def run_demo(args: argparse.Namespace) -> int:
         with _step(f"publishing {args.version} to the registry ({len(config.services)} images)"):
             sandbox.registry.publish(config.registry.path, list(config.services), args.version)
         with _step(f"waiting for the release watcher to start promote-release for {args.version}"):
-            run = wait_for_promotion(prefect.api_url, args.version, timeout=args.watch_timeout)
-        _say(f"\nThe release watcher started promote-release for {args.version}:")
-        _say(f"  {prefect.flow_run_url(run.id)}\n")
+            run = wait_for_promotion(
+                prefect.api_url, config.github.repository, args.version, args.watch_timeout
+            )
+            watcher = watcher_run(prefect.api_url, args.version)
+        _say(
+            f"\nThe release watcher (watch-releases run {watcher.name}) started promote-release"
+            f" for {args.version}:"
+        )
+        _say(f"  {prefect.flow_run_url(run.id)}")
+        _say(
+            f"  initiator {run.parameters.get('initiator')}, tags {', '.join(sorted(set(run.tags)))},"
+            f" idempotency key {run.idempotency_key}\n"
+        )
         final = follow(prefect, run.id, config, args)
         summary = read_artifact(prefect.api_url, run.id, SUMMARY_KEY)
         _say("\n" + (summary or f"(no {SUMMARY_KEY} artifact was published)"))

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import re
 import socket
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 from deployments.local import PROJECT_ROOT
 from sandbox.http import free_port
@@ -22,14 +25,35 @@ def _demo(*args: str, timeout: float = 400) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_auto_approved_demo_puts_v1_0_1_in_prod_and_exits_0(tmp_path: Path) -> None:
+# The release watcher looks every minute: up to a minute more than a promotion started by hand.
+@pytest.mark.timeout(420)
+def test_published_v1_0_1_is_promoted_by_the_watcher_to_prod_and_exits_0(tmp_path: Path) -> None:
     result = _demo("--auto-approve", "--port", str(free_port()), "--state-dir", str(tmp_path))
     out = result.stdout
     assert result.returncode == 0, out + result.stderr
+    # nobody started it: the release watcher's scheduled run found the published tag
+    assert "Release watcher: on, cron '* * * * *' (UTC)." in out
+    assert "publishing v1.0.1 to the registry (9 images) ... done" in out
+    assert re.search(
+        r"The release watcher \(watch-releases run [a-z]+-[a-z]+\) started promote-release for "
+        r"v1\.0\.1:",
+        out,
+    ), out
+    assert (
+        "initiator release-manager, tags release-promotion, watch-releases, idempotency key "
+        "watch-releases:acme/microservices-demo-gitops:v1.0.1"
+    ) in out
     assert "Waiting for the QA approval" in out and "Waiting for the PM approval" in out
     assert "auto-approve as qa-alice: ACCEPT" in out
     assert "auto-approve as pm-carol: ACCEPT" in out
     assert "# Promotion of v1.0.1" in out
+    # verified for real: each environment's sandbox endpoint answered the release's version
+    for env in ("staging", "prod"):
+        assert f"**verification of v1.0.1 in {env} passed (1 check(s))**" in out
+    assert (
+        len(re.findall(r"passed: GET http://127\.0\.0\.1:\d+/version .*version = 'v1\.0\.1'", out))
+        == 2
+    )
     assert (
         "OK: prod runs v1.0.1 (prod-microservices-demo: Synced/Healthy, 9 images at v1.0.1)" in out
     )
