@@ -10,8 +10,11 @@ from pathlib import Path
 
 import pytest
 
+from deployments.demo import write_demo_setup
 from deployments.local import PROJECT_ROOT
+from promotion.config import load_config
 from sandbox.http import free_port
+from sandbox.launcher import SandboxInfo
 
 
 def _demo(*args: str, timeout: float = 400) -> subprocess.CompletedProcess[str]:
@@ -72,3 +75,36 @@ def test_a_busy_prefect_port_is_reported_plainly(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert f"port {port} on 127.0.0.1 is already in use" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_the_demo_setup_adds_release_detection_and_a_probe_per_environment(
+    tmp_path: Path,
+) -> None:
+    web = {"staging": "http://127.0.0.1:1001", "prod": "http://127.0.0.1:1002"}
+    info = SandboxInfo(
+        github_url="",
+        github_token="",
+        git_url="",
+        repo="acme/microservices-demo-gitops",
+        argocd_url="",
+        argocd_token="",
+        registry_url="",
+        state_dir=str(tmp_path),
+        web_urls=web,
+    )
+    setup = write_demo_setup(
+        info,
+        tmp_path / "promotion.yaml",
+        initiator="release-manager",
+        per_environment={"staging": {"soak_minutes": 30}},
+    )
+    config = load_config(setup)
+    assert config.application == "microservices-demo-gitops"
+    assert config.watch.enabled and config.watch.cron == "* * * * *"
+    assert config.watch.initiator == "release-manager"
+    for env in config.environments:
+        assert env.verify is not None
+        (probe,) = env.verify.probes
+        assert probe.url == f"{web[env.name]}/version" and probe.json_field == "version"
+    assert config.environment("staging").soak_minutes == 30
+    assert "# QA approves what runs in staging" in setup.read_text()  # comments kept
