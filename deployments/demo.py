@@ -1,14 +1,18 @@
-"""The one-command demo: promote v1.0.1 through staging and prod on this machine.
+"""The one-command demo: a newly published v1.0.1 goes through staging and prod on this machine.
 
 ``python -m deployments.demo`` (``make demo``) starts a local Prefect server (SQLite), the
-sandbox (GitHub, Argo CD and registry stand-ins over a seeded GitOps repository), the work pool,
-the prod concurrency limit and a worker; deploys ``prefect.yaml``; starts ``promote-release`` for
-v1.0.1; prints the run's link in the Prefect UI and which approval waits; follows the run to its
-end and prints the summary. With ``--auto-approve`` it gives the approvals itself through the same
-API the UI's Resume form uses and exits 0 only when prod is confirmed at the version. Ctrl-C stops
-everything it started; every run starts clean under ``.sandbox/demo``. With
-``--auth-string-file FILE`` (or ``PREFECT_SERVER_API_AUTH_STRING`` in its environment) the server
-is protected by that ``user:password`` and every client the demo starts gets it.
+sandbox (GitHub, Argo CD and registry stand-ins over a seeded GitOps repository; the registry
+holds v1.0.0 only), writes the demo's setup (the project's ``promotion.yaml`` plus release
+detection every minute and an HTTP probe per environment against the sandbox's application
+endpoints), creates the work pool, the concurrency limits and a worker, deploys ``prefect.yaml``
+with the ``watch-releases`` schedule on, then *publishes* v1.0.1 to the registry: the release
+watcher's next scheduled run starts ``promote-release`` for it by itself (once: its idempotency
+key). The demo finds that run, prints its link in the Prefect UI and which approval waits,
+follows it to its end and prints the summary. With ``--auto-approve`` it gives the approvals
+itself through the same API the UI's Resume form uses and exits 0 only when prod is confirmed at
+the version. Ctrl-C stops everything it started; every run starts clean under ``.sandbox/demo``.
+With ``--auth-string-file FILE`` (or ``PREFECT_SERVER_API_AUTH_STRING`` in its environment) the
+server is protected by that ``user:password`` and every client the demo starts gets it.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ import shutil
 import signal
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -45,19 +49,26 @@ from deployments.runs import (
     ResumeResult,
     RunApiError,
     RunView,
+    api_client,
     keyset_description,
+    list_runs,
     read_artifact,
     read_run,
+    request_with_retry,
     resume_run,
-    start_run,
     wait_for_run,
 )
-from promotion.config import ConfigError, PromotionConfig, load_config
-from promotion.names import PROMOTE_DEPLOYMENT, gate_of_pause_key
-from sandbox.launcher import Sandbox, SandboxError, start_sandbox
+from deployments.watch import apply_watch_schedule
+from promotion.config import DEFAULT_CONFIG, ConfigError, PromotionConfig, load_config
+from promotion.drift import version_key
+from promotion.names import PROMOTE_DEPLOYMENT, gate_of_pause_key, watch_idempotency_key
+from sandbox.launcher import Sandbox, SandboxError, SandboxInfo, start_sandbox
 
 DEFAULT_STATE = PROJECT_ROOT / ".sandbox" / "demo"
 SUMMARY_KEY = "promotion-summary"
+SEED_VERSION = "v1.0.0"
+WATCH_CRON = "* * * * *"  # the demo's watcher looks every minute (promotion.yaml's default: 5)
+CONFIG_FILE_ENV = "RELEASE_PROMOTION_CONFIG_FILE"
 
 
 class DemoFailed(RuntimeError):
@@ -119,6 +130,100 @@ def _prepare(state: Path) -> None:
     state.mkdir(parents=True)
 
 
+def write_demo_setup(
+    info: SandboxInfo,
+    target: Path,
+    *,
+    initiator: str,
+    source: Path = DEFAULT_CONFIG,
+    watch_cron: str = WATCH_CRON,
+    settings: Mapping[str, Any] | None = None,
+    per_environment: Mapping[str, Mapping[str, Any]] | None = None,
+) -> Path:
+    """Write the demo's promotion setup to ``target`` and return it.
+
+    It is ``source`` (the project's promotion.yaml, comments kept) with release detection on
+    (``watch``: ``watch_cron``, started as ``initiator``) and, per environment, an HTTP probe of
+    the sandbox's application endpoint (``GET /version``: its ``version`` must be the release),
+    so that a release the watcher finds is promoted by itself and verified for real.
+
+    Args:
+        info: The running sandbox (its ``web_urls`` are probed).
+        target: Where to write the setup.
+        initiator: Who the release watcher starts promotions as.
+        source: The setup to start from.
+        watch_cron: When the release watcher looks.
+        settings: More top-level settings (``notifications``: ...).
+        per_environment: More settings per environment name (``soak_minutes``, ``freeze``).
+    """
+    from ruamel.yaml import YAML
+
+    yaml = YAML()  # round trip: the comments of promotion.yaml stay
+    yaml.width = 100
+    data: Any = yaml.load(source.read_text(encoding="utf-8"))
+    for env in data["environments"]:
+        url = info.web_urls.get(str(env["name"]))
+        if url is None:
+            raise DemoFailed(f"the sandbox serves no application endpoint for {env['name']}")
+        env["verify"] = {
+            "probes": [
+                {
+                    "url": f"{url}/version",
+                    "json_field": "version",
+                    "retries": 5,
+                    "interval_seconds": 2,
+                }
+            ]
+        }
+        env.update((per_environment or {}).get(str(env["name"]), {}))
+    data["watch"] = {"enabled": True, "cron": watch_cron, "initiator": initiator}
+    data.update(settings or {})
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with target.open("w", encoding="utf-8") as out:
+        out.write(
+            "# The demo's setup: promotion.yaml + release detection + probes (deployments/demo.py)\n"
+        )
+        yaml.dump(data, out)
+    load_config(target)  # refuse here, not in the worker, a setup that does not load
+    return target
+
+
+def wait_for_promotion(api_url: str, repository: str, version: str, timeout: float) -> RunView:
+    """The ``promote-release`` run the release watcher started for ``version``: the one created
+    under release detection's idempotency key (a run started by hand does not count)."""
+    key = watch_idempotency_key(repository, version)
+    deadline = time.monotonic() + timeout
+    while True:
+        found = [
+            run for run in list_runs(api_url, PROMOTE_DEPLOYMENT) if run.idempotency_key == key
+        ]
+        if found:
+            return found[0]  # the key makes it the only one
+        if time.monotonic() > deadline:
+            raise DemoFailed(
+                f"the release watcher did not start promote-release for {version} in "
+                f"{timeout:.0f}s; see the watch-releases runs in the UI"
+            )
+        time.sleep(1.0)
+
+
+def watcher_run(api_url: str, version: str) -> RunView:
+    """The ``watch-releases`` run whose ``start-promotion-<version>`` task started the run."""
+    body = {
+        "task_runs": {"name": {"any_": [f"start-promotion-{version}"]}},
+        "sort": "EXPECTED_START_TIME_ASC",
+        "limit": 1,
+    }
+    with api_client(api_url) as http:
+        response = request_with_retry(http, "POST", "task_runs/filter", json=body)
+    if response.status_code >= 400 or not response.json():
+        raise DemoFailed(
+            f"no start-promotion-{version} task run of watch-releases was found "
+            f"(HTTP {response.status_code})"
+        )
+    return read_run(api_url, str(response.json()[0]["flow_run_id"]))
+
+
 def auth_string_of(args: argparse.Namespace) -> str | None:
     """The server's auth string: ``--auth-string-file``, else ``PREFECT_SERVER_API_AUTH_STRING``."""
     if args.auth_string_file is not None:
@@ -135,13 +240,14 @@ def auth_string_of(args: argparse.Namespace) -> str | None:
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    config = load_config()
     state = Path(args.state_dir).resolve()
     started = time.monotonic()
     auth_string = auth_string_of(args)
     if auth_string is not None:
         # this process's own REST calls (deployments.runs) read it from here
         os.environ[AUTH_STRING_ENV] = auth_string
+    if (version_key(args.version) or ()) <= (version_key(SEED_VERSION) or ()):
+        raise DemoFailed(f"--version must be a release newer than {SEED_VERSION}")
     _say(f"release-promotion demo: promote {args.version} (state in {state})")
     _prepare(state)
     with contextlib.ExitStack() as stack:
@@ -150,21 +256,26 @@ def run_demo(args: argparse.Namespace) -> int:
             prefect = stack.enter_context(
                 LocalPrefect(home=state / "prefect", port=args.port, auth_string=auth_string)
             )
-        with _step("starting the sandbox (GitHub, Argo CD, registry; v1.0.0 live everywhere)"):
+        with _step(f"starting the sandbox (GitHub, Argo CD, registry; {SEED_VERSION} everywhere)"):
             sandbox = stack.enter_context(
                 start_sandbox(
                     state / "sandbox",
+                    releases=(SEED_VERSION,),
                     reconcile_interval=args.reconcile_interval,
                     check_duration=args.check_duration,
                 )
             )
+        setup = write_demo_setup(sandbox.info, state / "promotion.yaml", initiator=args.initiator)
+        config = load_config(setup)
         with _step("creating the work pool and a concurrency limit per environment"):
             ensure_work_pool(prefect.api_url)
-            ensure_concurrency_limit(prefect.api_url)
-        env = prefect.env(sandbox.env())
+            ensure_concurrency_limit(prefect.api_url, config_file=setup)
+        env = prefect.env({**sandbox.env(), CONFIG_FILE_ENV: str(setup)})
         names, _ = deployable_names()
         with _step(f"deploying prefect.yaml ({', '.join(names)})"):
             deploy(env, names=names)
+            watching = apply_watch_schedule(prefect.api_url, setup)
+        _say(f"  {watching}")
         with _step("starting a worker"):
             stack.enter_context(Worker(env, log_path=state / "worker.log"))
         _say(f"  Prefect UI:   {prefect.ui_url}")
@@ -174,13 +285,23 @@ def run_demo(args: argparse.Namespace) -> int:
             )
         _say(f"  GitHub:       {sandbox.info.github_url}/repos/{sandbox.info.repo}")
         _say(f"  Argo CD:      {sandbox.info.argocd_url}/api/v1/applications")
-        run = start_run(
-            prefect.api_url,
-            PROMOTE_DEPLOYMENT,
-            {"version": args.version, "initiator": args.initiator},
+        _say(f"  Setup:        {setup} (probes: {', '.join(sandbox.info.web_urls.values())})")
+        with _step(f"publishing {args.version} to the registry ({len(config.services)} images)"):
+            sandbox.registry.publish(config.registry.path, list(config.services), args.version)
+        with _step(f"waiting for the release watcher to start promote-release for {args.version}"):
+            run = wait_for_promotion(
+                prefect.api_url, config.github.repository, args.version, args.watch_timeout
+            )
+            watcher = watcher_run(prefect.api_url, args.version)
+        _say(
+            f"\nThe release watcher (watch-releases run {watcher.name}) started promote-release"
+            f" for {args.version}:"
         )
-        _say(f"\nStarted promote-release for {args.version} (initiator {args.initiator}):")
-        _say(f"  {prefect.flow_run_url(run.id)}\n")
+        _say(f"  {prefect.flow_run_url(run.id)}")
+        _say(
+            f"  initiator {run.parameters.get('initiator')}, tags {', '.join(sorted(set(run.tags)))},"
+            f" idempotency key {run.idempotency_key}\n"
+        )
         final = follow(prefect, run.id, config, args)
         summary = read_artifact(prefect.api_url, run.id, SUMMARY_KEY)
         _say("\n" + (summary or f"(no {SUMMARY_KEY} artifact was published)"))
@@ -278,10 +399,20 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m deployments.demo", description=__doc__)
     parser.add_argument("--auto-approve", action="store_true", help="give both approvals")
     parser.add_argument("--version", default="v1.0.1", help="the release to promote")
-    parser.add_argument("--initiator", default="release-manager", help="who starts the release")
+    parser.add_argument(
+        "--initiator",
+        default="release-manager",
+        help="who the release watcher starts the promotion as",
+    )
     parser.add_argument("--port", type=int, default=4200, help="Prefect server port (4200)")
     parser.add_argument("--state-dir", type=Path, default=DEFAULT_STATE)
     parser.add_argument("--timeout", type=float, default=3 * 3600.0, help="seconds to wait")
+    parser.add_argument(
+        "--watch-timeout",
+        type=float,
+        default=240.0,
+        help="seconds to wait for the release watcher to start the promotion",
+    )
     parser.add_argument("--reconcile-interval", type=float, default=180.0)
     parser.add_argument("--check-duration", type=float, default=1.0)
     parser.add_argument(

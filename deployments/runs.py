@@ -63,6 +63,9 @@ class RunView:
     parameters: dict[str, Any]
     pause_key: str | None
     keyset: dict[str, str] | None
+    tags: tuple[str, ...] = ()
+    idempotency_key: str | None = None
+    """The key it was created under (release detection's ``watch-releases:<repo>:<version>``)."""
 
     @property
     def paused(self) -> bool:
@@ -85,6 +88,8 @@ class RunView:
             parameters=dict(data.get("parameters") or {}),
             pause_key=details.get("pause_key"),
             keyset=details.get("run_input_keyset"),
+            tags=tuple(str(tag) for tag in data.get("tags") or ()),
+            idempotency_key=data.get("idempotency_key"),
         )
 
 
