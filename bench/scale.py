@@ -196,9 +196,11 @@ def _drive(
 
 
 def _timing(http: httpx.Client, promotion: Promotion) -> Timing:
-    states = request_with_retry(
+    response = request_with_retry(
         http, "GET", "flow_run_states/", params={"flow_run_id": promotion.run_id}
-    ).json()
+    )
+    response.raise_for_status()
+    states = response.json()
     states.sort(key=lambda s: s["timestamp"])
     stamps = [_epoch(s["timestamp"]) for s in states]
     wall = stamps[-1] - promotion.started
@@ -212,24 +214,37 @@ def _timing(http: httpx.Client, promotion: Promotion) -> Timing:
             human += max(0.0, min(resumed, following) - at)
         elif state["type"] in {"SCHEDULED", "PENDING"}:
             starts += following - at
-    tasks = request_with_retry(
+    response = request_with_retry(
         http,
         "POST",
         "task_runs/filter",
         json={"flow_runs": {"id": {"any_": [promotion.run_id]}}, "limit": 200},
-    ).json()
+    )
+    response.raise_for_status()
+    tasks = response.json()
     in_tasks = sum(float(t.get("total_run_time") or 0.0) for t in tasks)
-    logs = request_with_retry(
-        http,
-        "POST",
-        "logs/filter",
-        json={"logs": {"flow_run_id": {"any_": [promotion.run_id]}}, "limit": 500},
-    ).json()
     locks = 0.0
-    for log in logs:
-        found = LOCK_TAKEN.match(str(log.get("message", "")))
-        if found:
-            locks += float(found.group(1))
+    offset = 0
+    while True:
+        response = request_with_retry(
+            http,
+            "POST",
+            "logs/filter",
+            json={
+                "logs": {"flow_run_id": {"any_": [promotion.run_id]}},
+                "limit": 200,
+                "offset": offset,
+            },
+        )
+        response.raise_for_status()
+        page = response.json()
+        for log in page:
+            found = LOCK_TAKEN.match(str(log.get("message", "")))
+            if found:
+                locks += float(found.group(1))
+        if len(page) < 200:
+            break
+        offset += 200
     return Timing(wall, human, locks, in_tasks, starts)
 
 
