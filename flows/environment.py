@@ -78,7 +78,9 @@ def environment_lock_held(application: str, env: Environment) -> Iterator[None]:
     """One promotion (or rollback) at a time writes to ``application``'s ``env``: a Prefect
     global limit per application and environment."""
     name = environment_lock(application, env.name)
-    get_run_logger().info("Waiting for the %s lock", name)
+    logger = get_run_logger()
+    logger.info("Waiting for the %s lock", name)
+    asked = time.monotonic()
     with ExitStack() as held:
         try:
             held.enter_context(
@@ -88,6 +90,8 @@ def environment_lock_held(application: str, env: Environment) -> Iterator[None]:
             raise PromotionStopped(
                 f"{env.name}: cannot take the lock {name} ({exc}): {_NO_LOCK}"
             ) from exc
+        # how long another promotion or rollback of this environment kept this one waiting
+        logger.info("Took the %s lock after %.1fs", name, time.monotonic() - asked)
         yield
 
 

@@ -762,6 +762,7 @@ class GitHubClient:
         labels: Sequence[str] = (),
         fresh: bool = False,
         keep: Callable[[str], bool] | None = None,
+        still_wanted: Callable[[], None] | None = None,
     ) -> PullRequestInfo:
         """Make ``branch`` one commit (``tree_sha`` on ``base_sha``) and give it one open PR.
 
@@ -769,6 +770,9 @@ class GitHubClient:
         it at once, one read less; when it does exist (GitHub answers 422), go on as usual.
         ``keep``: asked about an existing head that is not exactly that commit (the base moved
         on); True keeps it as it is (it still makes the same change), else it is rebuilt.
+        ``still_wanted``: called before a PR is opened for an existing branch that has none
+        open; it raises when the change is no longer wanted, such as when another run merged
+        this branch's PR after ``base_sha`` was read.
         """
         made: str | None = None  # a commit made for the branch and not yet on it
         if fresh:
@@ -792,6 +796,8 @@ class GitHubClient:
         head = ref.object.sha
 
         pr = self._open_pr_for(branch)
+        if pr is None and still_wanted is not None:
+            still_wanted()
         with self._calling("read the branch head", branch=branch):
             current = self._repo.get_git_commit(head)
             good = current.tree.sha == tree_sha and [p.sha for p in current.parents] == [base_sha]
@@ -948,6 +954,7 @@ class GitHubClient:
             labels=labels,
             fresh=fresh,
             keep=lambda head: self._same_change(head, base_sha, env.overlay, text, new_text),
+            still_wanted=lambda: self._still_to_promote(env, version, images, branch),
         )
         # The head's overlay is ``new_text``: made so, or checked by ``_same_change``.
         return pr.model_copy(
@@ -956,6 +963,28 @@ class GitHubClient:
                 "base_checks": self._protected_checks(base),
             }
         )
+
+    def _still_to_promote(
+        self, env: Environment, version: str, images: Mapping[str, str], branch: str
+    ) -> None:
+        """Raise ``NothingToPromote`` when the base's overlay holds ``version`` by now.
+
+        Two promotions of one release race: one reads the base, the other merges the PR, and
+        the first finds the branch without an open PR. Opening one again would be a second PR
+        on a merged head. One read, only on that rare path (a branch without an open PR).
+        """
+        text, _ = self.read_file(env.overlay)
+        try:
+            pending = ImageChangeSet.build(env.name, version, images, read_image_tags(text)).pending
+        except KustomizationError:
+            return  # opening the PR reports what is wrong with the overlay
+        if not pending:
+            raise self._fail(
+                NothingToPromote,
+                f"{env.name} is already at {version}: every image in {env.overlay} has that tag "
+                f"(merged on {self.base_branch} while this PR was being opened)",
+                branch=branch,
+            )
 
     # ----------------------------------------------------------------- checks
 

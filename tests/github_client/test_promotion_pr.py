@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -187,6 +189,31 @@ def test_nothing_to_promote_opens_nothing(github: Sandbox) -> None:
     assert caught.value.branch == "promote/staging/v1.0.0"
     assert _all_pulls(github) == []
     assert "promote/staging/v1.0.0" not in github.git("for-each-ref", "--format=%(refname)")
+
+
+def test_a_pr_merged_by_another_run_meanwhile_is_not_opened_again(github: Sandbox) -> None:
+    """Two promotions of one release: the second looks for the open PR just as the first merges
+    it. It must not open a second PR on the merged head (found by bench/scale.py)."""
+    pr = _open(github)
+    github.client.wait_for_checks(pr.number, [CHECK], head_sha=pr.head_sha, poll_interval=0.2)
+    # the second run's lookup of the open PR is served only after the merge below
+    github.fault(kind="stall", method="GET", path=r"/pulls$", count=1, seconds=1.5)
+    outcome: list[object] = []
+
+    def second() -> None:
+        try:
+            outcome.append(_open(github))
+        except NothingToPromote as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=second)
+    thread.start()
+    time.sleep(0.7)
+    github.client.merge(pr.number, "squash", expected_head_sha=pr.head_sha)
+    thread.join(30)
+    assert _all_pulls(github) == [pr.number], outcome
+    assert len(outcome) == 1 and isinstance(outcome[0], NothingToPromote), outcome
+    assert "v1.0.1" in str(outcome[0])
 
 
 def test_broken_overlay_fails_the_check_with_kustomize_message(github: Sandbox) -> None:
