@@ -56,15 +56,6 @@ Application = Annotated[
 StateDir = Annotated[Path | None, typer.Option("--state-dir", help="The sandbox state directory.")]
 
 
-def _ui(api_url: str) -> str:
-    url = api_url.rstrip("/")
-    return url[: -len("/api")] if url.endswith("/api") else url
-
-
-def _run_url(api_url: str, run_id: str) -> str:
-    return f"{_ui(api_url)}/runs/flow-run/{run_id}"
-
-
 def _fail(message: str, code: int = 1) -> typer.Exit:
     typer.echo(message, err=True)
     return typer.Exit(code)
@@ -77,7 +68,7 @@ def _start(api_url: str, deployment: str, parameters: dict[str, Any], what: str)
     except runs.RunApiError as exc:
         raise _fail(str(exc)) from None
     typer.echo(f"Started {run.name} ({run.id}): {what}")
-    typer.echo(_run_url(api_url, run.id))
+    typer.echo(runs.run_url(api_url, run.id))
 
 
 # -- sandbox -----------------------------------------------------------------------------------
@@ -180,7 +171,7 @@ def deploy(api_url: ApiUrl = DEFAULT_API, config_file: ConfigFile = None) -> Non
         locks = ensure_concurrency_limit(api_url, config_file=config_file)
         output = run_deploy(prefect_env(api_url), project_root=PROJECT_ROOT, names=deployable)
         # Issue 12: notification automations and the release watcher's schedule, from the setup.
-        notified = ensure_on_deploy(api_url, config_file, ui_url=_ui(api_url))
+        notified = ensure_on_deploy(api_url, config_file, ui_url=runs.ui_url(api_url))
         watching = apply_watch_schedule(api_url, config_file)
     except (
         PrefectCommandFailed,
@@ -306,7 +297,7 @@ def approve(
     verb = "rejected" if reject else "approved"
     if result.accepted:
         typer.echo(f"ACCEPT: {gate} gate {verb} by {approver}; the run goes on.")
-        typer.echo(_run_url(api_url, run_id))
+        typer.echo(runs.run_url(api_url, run_id))
         return
     if result.status == "REJECT":
         raise _fail(
@@ -464,26 +455,48 @@ def freeze_lines(
 
 
 def _environments(version: str | None, config: Any) -> list[dict[str, Any]]:
+    """One row per environment: what Argo CD runs, since when Healthy, its soak and freeze."""
+    from datetime import UTC, datetime
+
     import httpx
 
     from promotion.argocd import ArgoCDClient, ArgoCDError
+    from promotion.freeze import freeze_summary
+    from promotion.soak import live_since, soak_status
 
+    now = datetime.now(UTC)
     endpoint = _argocd_endpoint()
     rows: list[dict[str, Any]] = []
     if endpoint is None:
         return [
-            {"environment": e.name, "app": e.argocd_app, "state": "unknown (no Argo CD settings)"}
+            {
+                "environment": e.name,
+                "app": e.argocd_app,
+                "state": "unknown (no Argo CD settings)",
+                "freeze": freeze_summary(e.freeze, now),
+            }
             for e in config.environments
         ]
     with ArgoCDClient(endpoint[0], endpoint[1]) as client:
         for env in config.environments:
+            freeze = freeze_summary(env.freeze, now)
             try:
                 app_ = client.get_app(env.argocd_app)
             except (ArgoCDError, httpx.HTTPError) as exc:
-                rows.append({"environment": env.name, "app": env.argocd_app, "state": str(exc)})
+                rows.append(
+                    {
+                        "environment": env.name,
+                        "app": env.argocd_app,
+                        "state": str(exc),
+                        "freeze": freeze,
+                    }
+                )
                 continue
             images = list(app_.status.summary.images)
             tags = sorted({str(i).rsplit(":", 1)[-1] for i in images})
+            health = str(app_.status.health.status or "")
+            since = live_since(app_.status.history, health)
+            soak = soak_status(env.name, ",".join(tags), since, env.soak_minutes, now)
             row: dict[str, Any] = {
                 "environment": env.name,
                 "app": env.argocd_app,
@@ -491,6 +504,11 @@ def _environments(version: str | None, config: Any) -> list[dict[str, Any]]:
                 "sync": app_.status.sync.status,
                 "health": app_.status.health.status,
                 "revision": app_.status.sync.revision[:12],
+                "since": since.isoformat() if since is not None else None,
+                "soak": soak.brief(),
+                "soak_minutes": env.soak_minutes,
+                "soak_remaining_minutes": soak.remaining.total_seconds() / 60,
+                "freeze": freeze,
             }
             if version is not None:
                 row["runs_version"] = tags == [version]
@@ -524,11 +542,13 @@ def status(
                     f"{row['environment']:<10} {','.join(row['versions']) or '-':<10} "
                     f"{row['sync']}/{row['health']} at {row['revision']}  ({row['app']}){mark}"
                 )
+                since = f"Healthy since {row['since']}" if row["since"] else "not Healthy"
+                typer.echo(f"{'':<10} {since}; soak: {row['soak']}; freeze: {row['freeze']}")
             else:
                 typer.echo(f"{row['environment']:<10} {row['state']}")
-    waiting: list[dict[str, Any]] = []
+                typer.echo(f"{'':<10} freeze: {row['freeze']}")
     try:
-        paused = runs.list_runs(api_url, PROMOTE_DEPLOYMENT, state_types=("PAUSED",))
+        waiting = runs.waiting_approvals(api_url, config.application, version)
     except Exception as exc:  # no deployment yet, or no server at all
         raise _fail(f"cannot list approvals at {api_url}: {exc}") from None
     try:
@@ -537,26 +557,16 @@ def status(
         raise _fail(f"cannot read the holds at {api_url}: {exc}") from None
     if version is not None:
         holds = {v: h for v, h in holds.items() if v == version}
-    for run in paused:
-        run_version = run.parameters.get("version")
-        if version is not None and run_version != version:
-            continue
-        if run.parameters.get("application", config.application) != config.application:
-            continue
-        waiting.append(
-            {
-                "run": run.name,
-                "version": run_version,
-                "gate": gate_of_pause_key(run.pause_key or ""),
-                "url": _run_url(api_url, run.id),
-                "id": run.id,
-            }
-        )
     freezes = freeze_lines(config_file, config.application)
     if as_json:
         typer.echo(
             json.dumps(
-                {"environments": envs, "waiting": waiting, "holds": holds, "freeze": freezes},
+                {
+                    "environments": envs,
+                    "waiting": [w.to_json() for w in waiting],
+                    "holds": holds,
+                    "freeze": freezes,
+                },
                 indent=2,
             )
         )
@@ -568,7 +578,7 @@ def status(
         typer.echo("No release is on hold.")
     for held, hold in sorted(holds.items()):
         run_id = hold.get("run")
-        link = f" (run {_run_url(api_url, str(run_id))})" if run_id else ""
+        link = f" (run {runs.run_url(api_url, str(run_id))})" if run_id else ""
         typer.echo(
             f"held: {held} in {hold.get('env', '?')} since {hold.get('at', '?')}: "
             f"{hold.get('reason', '')}{link}"
@@ -577,8 +587,8 @@ def status(
         typer.echo("No approval is waiting.")
     for item in waiting:
         typer.echo(
-            f"waiting: {item['gate'].upper()} approval of {item['version']} in run "
-            f"{item['run']}: {item['url']}"
+            f"waiting: {item.gate.upper()} approval of {item.version} in run "
+            f"{item.run.name}: {item.url}"
         )
 
 

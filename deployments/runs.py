@@ -20,6 +20,8 @@ from typing import Any
 
 import httpx
 
+from promotion.names import PROMOTE_DEPLOYMENT, gate_of_pause_key
+
 TERMINAL = frozenset({"COMPLETED", "FAILED", "CRASHED", "CANCELLED"})
 
 AUTH_STRING_ENV = "PREFECT_API_AUTH_STRING"
@@ -31,6 +33,7 @@ __all__ = [
     "ResumeResult",
     "RunApiError",
     "RunView",
+    "WaitingApproval",
     "api_auth_string",
     "api_client",
     "auth_headers",
@@ -42,8 +45,11 @@ __all__ = [
     "read_run",
     "request_with_retry",
     "resume_run",
+    "run_url",
     "start_run",
+    "ui_url",
     "wait_for_run",
+    "waiting_approvals",
 ]
 
 
@@ -328,3 +334,62 @@ def read_artifact(api_url: str, run_id: str, key: str) -> str | None:
     artifact = find_artifact(api_url, run_id, key)
     data = artifact.get("data") if artifact else None
     return data if isinstance(data, str) else None
+
+
+def ui_url(api_url: str) -> str:
+    """The Prefect UI of the API ``api_url`` (``.../api`` -> ``...``)."""
+    url = api_url.rstrip("/")
+    return url[: -len("/api")] if url.endswith("/api") else url
+
+
+def run_url(api_url: str, run_id: str) -> str:
+    """The UI page of flow run ``run_id``."""
+    return f"{ui_url(api_url)}/runs/flow-run/{run_id}"
+
+
+@dataclass(frozen=True)
+class WaitingApproval:
+    """A paused promotion run: which gate of which release waits, and where to answer it."""
+
+    run: RunView
+    gate: str
+    url: str
+
+    @property
+    def version(self) -> Any:
+        return self.run.parameters.get("version")
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "run": self.run.name,
+            "version": self.version,
+            "gate": self.gate,
+            "url": self.url,
+            "id": self.run.id,
+        }
+
+
+def waiting_approvals(
+    api_url: str,
+    application: str,
+    version: str | None = None,
+    deployment: str = PROMOTE_DEPLOYMENT,
+) -> list[WaitingApproval]:
+    """The approvals that wait: paused runs of ``deployment`` for ``application``, newest first.
+
+    Args:
+        api_url: The Prefect API.
+        application: The application; a run without an ``application`` parameter promotes the
+            one its setup describes, taken to be this one.
+        version: Only this release's runs.
+        deployment: ``flow/deployment`` of the promotion.
+    """
+    waiting: list[WaitingApproval] = []
+    for run in list_runs(api_url, deployment, state_types=("PAUSED",)):
+        if version is not None and run.parameters.get("version") != version:
+            continue
+        if run.parameters.get("application", application) != application:
+            continue
+        gate = gate_of_pause_key(run.pause_key or "")
+        waiting.append(WaitingApproval(run, gate, run_url(api_url, run.id)))
+    return waiting

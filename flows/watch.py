@@ -5,9 +5,10 @@ semantic-version tags present in every repository (a complete release), compares
 the first environment's overlay holds in Git, skips the versions on hold (saying why) and starts
 ``promote-release`` for the newest newer one, once (an idempotency key per repository and
 version). It publishes two markdown artifacts: ``watch-releases`` (what it found, started and
-skipped) and ``release-status`` (per environment: the version in Git, what Argo CD runs, the
-freeze windows in force, the soak, and the holds). With ``watch.enabled: false`` in
-promotion.yaml it starts nothing and says so (the status is still published).
+skipped) and ``release-status`` (per environment: the version in Git, what Argo CD runs, since
+when Healthy, the freeze, the soak; then the freeze windows, the approvals that wait and the
+holds). With ``watch.enabled: false`` in promotion.yaml it starts nothing and says so (the status
+is still published).
 """
 
 from __future__ import annotations
@@ -18,8 +19,9 @@ from typing import Any
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
+from deployments.runs import WaitingApproval
 from flows.runtime import Runtime, load_runtime
-from promotion.freeze import describe_windows, frozen_at
+from promotion.freeze import describe_windows, freeze_summary
 from promotion.kustomize import read_image_tags
 from promotion.names import PROMOTE_DEPLOYMENT, WATCH_FLOW, holds_variable
 from promotion.registry import RepositoryNotFound
@@ -27,7 +29,14 @@ from promotion.soak import soak_status
 from promotion.watch import WatchDecision, current_version, select_releases
 from tasks import github as github_tasks
 from tasks import registry as registry_tasks
-from tasks.watch import LiveState, StartedRun, read_holds, read_live, start_promotion
+from tasks.watch import (
+    LiveState,
+    StartedRun,
+    read_holds,
+    read_live,
+    read_waiting,
+    start_promotion,
+)
 
 WATCH_KEY = "watch-releases"
 STATUS_KEY = "release-status"
@@ -58,32 +67,36 @@ def status_markdown(
     live: dict[str, LiveState],
     holds: dict[str, dict[str, Any]],
     at: datetime,
+    waiting: list[WaitingApproval] | str,
 ) -> str:
-    """The status at a glance: one section per environment, then the holds."""
+    """The status at a glance: one row per environment, then freezes, approvals and holds.
+
+    Args:
+        runtime: The setup of the application.
+        git: Environment -> the version its overlay holds in Git.
+        live: Environment -> what Argo CD runs there.
+        holds: The versions on hold.
+        at: The instant of the status.
+        waiting: The approvals that wait (``read_waiting``), or why they could not be read.
+    """
     lines = [f"# Release status at {at.isoformat(timespec='seconds')}", ""]
-    lines += ["| environment | in Git | Argo CD runs | freeze | soak |", "|---|---|---|---|---|"]
+    lines += [
+        "| environment | in Git | Argo CD runs | freeze | Healthy since | soak |",
+        "|---|---|---|---|---|---|",
+    ]
     for env in runtime.config.environments:
         state = live[env.name]
         if state.error:
             runs = f"unreadable ({state.error[:80]})"
         else:
             runs = f"{', '.join(state.tags) or '?'} ({state.sync}/{state.health})"
-        active = frozen_at(env.freeze, at)
-        if active is not None:
-            freeze = f"**frozen** until {active.ends.isoformat(timespec='minutes')}"
-        elif env.freeze is not None:
-            freeze = f"open ({len(env.freeze.windows)} window(s))"
-        else:
-            freeze = "none"
-        version = git.get(env.name)
-        if env.soak_minutes and version and state.tags == (version,):
-            soak = soak_status(env.name, version, state.last_deployed_at, env.soak_minutes, at)
-            soak_text = soak.describe().replace("|", "/")
-        elif env.soak_minutes:
-            soak_text = f"{env.soak_minutes:g} min required"
-        else:
-            soak_text = "none"
-        lines.append(f"| {env.name} | {version or '?'} | {runs} | {freeze} | {soak_text} |")
+        freeze = freeze_summary(env.freeze, at, mark=lambda word: f"**{word}**")
+        since = state.healthy_since.isoformat(timespec="seconds") if state.healthy_since else "-"
+        soak = soak_status(
+            env.name, ",".join(state.tags), state.healthy_since, env.soak_minutes, at
+        ).brief()
+        version = git.get(env.name) or "?"
+        lines.append(f"| {env.name} | {version} | {runs} | {freeze} | {since} | {soak} |")
     windows = [
         (env.name, row.line())
         for env in runtime.config.environments
@@ -92,6 +105,16 @@ def status_markdown(
     if windows:
         lines += ["", "## Freeze windows", ""]
         lines += [f"- {env}: {line}" for env, line in windows]
+    lines += ["", "## Waiting approvals", ""]
+    if isinstance(waiting, str):
+        lines.append(f"unreadable ({waiting[:200]})")
+    elif waiting:
+        lines += [
+            f"- {item.gate.upper()} approval of {item.version} (run {item.run.name}): {item.url}"
+            for item in waiting
+        ]
+    else:
+        lines.append("none")
     lines += ["", "## Holds", ""]
     if holds:
         for version, hold in sorted(holds.items()):
@@ -177,10 +200,14 @@ def watch_releases(
         env.name: read_live(runtime.argocd(), env.argocd_app, list(config.images().values()))
         for env in config.environments
     }
+    waiting = read_waiting(promote_deployment, runtime.application)
     create_markdown_artifact(
-        markdown=status_markdown(runtime, git, live, holds, at),
+        markdown=status_markdown(runtime, git, live, holds, at, waiting),
         key=STATUS_KEY,
-        description="Per environment: version, Argo CD, freeze windows, soak, holds",
+        description=(
+            "Per environment: version, Argo CD, Healthy since, freeze, soak; "
+            "waiting approvals, holds"
+        ),
     )
     return {
         "current": decision.current,

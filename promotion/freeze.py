@@ -12,7 +12,7 @@ given to or returned by this module is time-zone aware; results are in UTC.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -31,6 +31,7 @@ __all__ = [
     "authorize_override",
     "check_freeze",
     "describe_windows",
+    "freeze_summary",
     "frozen_at",
     "next_open",
     "occurrences",
@@ -185,6 +186,24 @@ def describe_windows(policy: FreezePolicy | None, at: datetime) -> list[WindowSt
             )
         )
     return out
+
+
+def freeze_summary(
+    policy: FreezePolicy | None, at: datetime, mark: Callable[[str], str] = str
+) -> str:
+    """The freeze of an environment at ``at`` in a few words, for a status line or table.
+
+    Args:
+        policy: Its freeze windows (None: it has none).
+        at: The instant (time-zone aware).
+        mark: Emphasis for the word "frozen" (markdown bold in an artifact).
+    """
+    active = frozen_at(policy, at)
+    if active is not None:
+        return f"{mark('frozen')} until {active.ends.isoformat(timespec='minutes')}"
+    if policy is not None:
+        return f"open ({len(policy.windows)} window(s))"
+    return "none"
 
 
 @dataclass(frozen=True)

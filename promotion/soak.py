@@ -16,7 +16,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-__all__ = ["SoakStatus", "healthy_since_from_history", "healthy_since_history_id", "soak_status"]
+__all__ = [
+    "SoakStatus",
+    "healthy_since_from_history",
+    "healthy_since_history_id",
+    "live_since",
+    "soak_status",
+]
 
 
 def _utc(at: datetime, what: str) -> datetime:
@@ -85,6 +91,27 @@ def healthy_since_history_id(history: Sequence[Any], history_id: int) -> datetim
     return healthy_since_from_history(history, after)
 
 
+def live_since(history: Sequence[Any], health: str) -> datetime | None:
+    """Since when an environment runs what it runs now, Healthy, from its Application alone.
+
+    Without Git, the history does not say which revisions hold a release: this is the run of
+    deployments of the newest entry's revision (``healthy_since_from_history``), so a later
+    commit that leaves the release in place restarts it here, never lengthens it (a status
+    view, not a gate: ``healthy_since_history_id`` is what the promotion waits on).
+
+    Args:
+        history: The Application's ``status.history`` (as ``healthy_since_from_history``).
+        health: Its ``status.health.status``.
+
+    Returns:
+        The ``deployedAt`` of that run, or None when it is not Healthy or has no history.
+    """
+    entries = sorted((_fields(e) for e in history), key=lambda e: e[0])
+    if health != "Healthy" or not entries:
+        return None
+    return healthy_since_from_history(history, {entries[-1][1]})
+
+
 @dataclass(frozen=True)
 class SoakStatus:
     """How long ``version`` has soaked in ``env`` at ``at``, against what is required."""
@@ -137,6 +164,21 @@ class SoakStatus:
         return (
             f"{head}; soak time {need}: {_minutes(self.remaining)} to go, "
             f"may move on at {self.ready_at.isoformat()}"
+        )
+
+    def brief(self) -> str:
+        """The soak in a few words, for a status table (when it began is shown beside it)."""
+        if self.required <= timedelta(0):
+            return "no soak time required"
+        need = _minutes(self.required)
+        if self.healthy_since is None:
+            return f"{need} required; not soaking (not running Healthy)"
+        if self.ready:
+            return f"{need} required; reached"
+        assert self.ready_at is not None
+        return (
+            f"{need} required; {_minutes(self.remaining)} to go "
+            f"(until {self.ready_at.isoformat(timespec='seconds')})"
         )
 
 

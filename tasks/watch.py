@@ -3,7 +3,8 @@
 ``start_promotion`` creates a run of the ``promote-release`` deployment with an idempotency key
 (``promotion.names.watch_idempotency_key``): the server hands back the run already created under
 that key, so two watchers, or a watcher re-run, never start a version twice. ``read_live`` reads
-what Argo CD runs in an environment for the status artifact, and never fails the watcher.
+what Argo CD runs in an environment for the status artifact, ``read_waiting`` the approvals that
+wait (as ``release-promotion status`` lists them); neither fails the watcher.
 """
 
 from __future__ import annotations
@@ -15,13 +16,23 @@ from typing import Any
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.client.orchestration import get_client
+from prefect.settings import PREFECT_API_URL
 from prefect.variables import Variable
 
+from deployments.runs import WaitingApproval, waiting_approvals
 from promotion.drift import split_image
 from promotion.names import HOLDS_VARIABLE, watch_idempotency_key
+from promotion.soak import live_since
 from promotion.watch import parse_holds
 
-__all__ = ["LiveState", "StartedRun", "read_holds", "read_live", "start_promotion"]
+__all__ = [
+    "LiveState",
+    "StartedRun",
+    "read_holds",
+    "read_live",
+    "read_waiting",
+    "start_promotion",
+]
 
 
 @dataclass(frozen=True)
@@ -39,7 +50,7 @@ class LiveState:
     sync: str = ""
     health: str = ""
     tags: tuple[str, ...] = ()
-    last_deployed_at: datetime | None = None
+    healthy_since: datetime | None = None  # since when it runs what it runs, Healthy
     error: str = ""
 
 
@@ -112,12 +123,30 @@ def read_live(argocd: Any, app: str, image_names: list[str]) -> LiveState:
         with argocd.client() as client:
             application = client.get_app(app)
         status = application.status
-        history = [h.deployed_at for h in status.history if h.deployed_at is not None]
+        health = str(status.health.status or "")
         return LiveState(
             sync=str(status.sync.status or ""),
-            health=str(status.health.status or ""),
+            health=health,
             tags=_tags(list(status.summary.images), set(image_names)),
-            last_deployed_at=max(history) if history else None,
+            healthy_since=live_since(status.history, health),
         )
     except Exception as exc:  # status only: say why, never fail the watcher
         return LiveState(error=f"{type(exc).__name__}: {exc}")
+
+
+@task(name="read-waiting", cache_policy=NO_CACHE)
+def read_waiting(deployment: str, application: str) -> list[WaitingApproval] | str:
+    """The approvals that wait: paused runs of ``deployment`` for ``application`` (never raises:
+    the error, as text, instead).
+
+    Args:
+        deployment: ``flow/deployment`` of the promotion (``promote-release/promote-release``).
+        application: The application.
+    """
+    api_url = PREFECT_API_URL.value()
+    if not api_url:
+        return "no Prefect API URL (an ephemeral server)"
+    try:
+        return waiting_approvals(api_url, application, deployment=deployment)
+    except Exception as exc:  # status only: say why, never fail the watcher
+        return f"{type(exc).__name__}: {exc}"

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -12,13 +14,14 @@ from deployments.cli import app
 from deployments.demo import _gate as demo_gate
 from deployments.local import LocalPrefect, Worker, deployable_names
 from deployments.runs import find_deployment, read_run, request_with_retry
-from promotion.config import load_config
+from promotion.config import DEFAULT_CONFIG, load_config
 from promotion.names import (
     PROMOTE_DEPLOYMENT,
     RESUME_AUTOSYNC_DEPLOYMENT,
     RESUME_AUTOSYNC_FLOW,
     holds_variable,
 )
+from sandbox.launcher import Sandbox
 
 HOLDS = holds_variable(load_config().application)
 
@@ -129,8 +132,65 @@ def test_resume_autosync_starts_its_deployment(local_prefect: LocalPrefect, work
     assert read_run(api, _run_id(result.output)).parameters == {"env": "nowhere"}
 
 
-def test_status_shows_the_holds(local_prefect: LocalPrefect, worker: Worker) -> None:
+def _soak_and_freeze_setup(tmp_path: Path) -> Path:
+    """The project's setup with a 30-minute soak in staging and prod frozen until 2099."""
+    text = DEFAULT_CONFIG.read_text(encoding="utf-8")
+    text = text.replace(
+        "    argocd_app: staging-microservices-demo\n",
+        "    argocd_app: staging-microservices-demo\n    soak_minutes: 30\n",
+    ).replace(
+        "    argocd_app: prod-microservices-demo\n",
+        "    argocd_app: prod-microservices-demo\n    freeze:\n      windows:\n"
+        '        - {start: "2020-01-01T00:00:00", end: "2099-01-01T00:00:00", reason: audit}\n',
+    )
+    path = tmp_path / "promotion.yaml"
+    path.write_text(text, encoding="utf-8")
+    assert load_config(path).environments[0].soak_minutes == 30
+    return path
+
+
+def _deployed_at(sandbox: Sandbox, app_name: str) -> datetime:
+    """The ``deployedAt`` of the newest history entry of ``app_name``, from the Argo CD API."""
+    answer = httpx.get(
+        f"{sandbox.info.argocd_url}/api/v1/applications/{app_name}",
+        headers={"Authorization": f"Bearer {sandbox.info.argocd_token}"},
+    )
+    answer.raise_for_status()
+    newest = max(answer.json()["status"]["history"], key=lambda entry: entry["id"])
+    return datetime.fromisoformat(newest["deployedAt"].replace("Z", "+00:00"))
+
+
+def test_status_shows_the_holds(
+    local_prefect: LocalPrefect, worker: Worker, demo_sandbox: Sandbox, tmp_path: Path
+) -> None:
     api = local_prefect.api_url
+    # per environment: since when it runs its version Healthy, its soak and its freeze
+    env = {
+        "RELEASE_PROMOTION_ARGOCD_URL": demo_sandbox.info.argocd_url,
+        "RELEASE_PROMOTION_ARGOCD_TOKEN": demo_sandbox.info.argocd_token,
+        "RELEASE_PROMOTION_CONFIG_FILE": str(_soak_and_freeze_setup(tmp_path)),
+    }
+    staging_since = _deployed_at(demo_sandbox, "staging-microservices-demo")
+    prod_since = _deployed_at(demo_sandbox, "prod-microservices-demo")
+    ready_at = (staging_since + timedelta(minutes=30)).isoformat(timespec="seconds")
+    text = runner.invoke(app, ["status", "--api-url", api], env=env)
+    assert text.exit_code == 0, text.output
+    assert (
+        f"Healthy since {staging_since.isoformat()}; soak: 30 min required; " in text.output
+        and f"to go (until {ready_at}); freeze: none\n" in text.output
+    ), text.output
+    assert (
+        f"Healthy since {prod_since.isoformat()}; soak: no soak time required; "
+        "freeze: frozen until 2099-01-01T00:00+00:00\n" in text.output
+    ), text.output
+    as_json = runner.invoke(app, ["status", "--json", "--api-url", api], env=env)
+    staging, prod = json.loads(as_json.output)["environments"]
+    assert (staging["since"], staging["soak_minutes"]) == (staging_since.isoformat(), 30)
+    assert 0 < staging["soak_remaining_minutes"] <= 30
+    assert staging["soak"].startswith("30 min required; ") and staging["freeze"] == "none"
+    assert (prod["since"], prod["soak"]) == (prod_since.isoformat(), "no soak time required")
+    assert prod["freeze"] == "frozen until 2099-01-01T00:00+00:00"
+
     holds = {
         "v1.0.2": {
             "env": "prod",

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import contextvars
+import os
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from prefect import flow
 from prefect.artifacts import Artifact
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
+from prefect.states import Paused
 from prefect.variables import Variable
 
 from deployments.watch import set_watch_schedule
@@ -145,6 +149,37 @@ def watching_setup(tmp_path: Path) -> str:
     return str(path)
 
 
+@pytest.fixture
+def waiting_approval(fake_deployment: str) -> Iterator[Any]:
+    """A run of the stand-in promotion paused at the QA gate of v0.9.0 (removed afterwards)."""
+    with get_client(sync_client=True) as client:
+        target = client.read_deployment_by_name(fake_deployment)
+        run = client.create_flow_run_from_deployment(
+            target.id, parameters={"version": "v0.9.0", "initiator": "dev-dave"}
+        )
+        paused = Paused(
+            pause_expiration_time=datetime.now(UTC) + timedelta(hours=1),
+            pause_key="qa-approval-0123456789ab-0",
+        )
+        client.set_flow_run_state(run.id, paused, force=True)
+    yield run
+    with get_client(sync_client=True) as client:
+        client.delete_flow_run(run.id)
+
+
+def deployed_at(box: Sandbox, app: str) -> str:
+    """The ``deployedAt`` of the newest history entry of ``app``, as the Argo CD API reports it."""
+    env = box.env()
+    answer = httpx.get(
+        f"{env['RELEASE_PROMOTION_ARGOCD_URL']}/api/v1/applications/{app}",
+        headers={"Authorization": f"Bearer {env['RELEASE_PROMOTION_ARGOCD_TOKEN']}"},
+    )
+    answer.raise_for_status()
+    history = answer.json()["status"]["history"]
+    newest = max(history, key=lambda entry: entry["id"])["deployedAt"]
+    return datetime.fromisoformat(newest.replace("Z", "+00:00")).isoformat(timespec="seconds")
+
+
 def runs_of(deployment: str, version: str) -> list[Any]:
     with get_client(sync_client=True) as client:
         target = client.read_deployment_by_name(deployment)
@@ -156,7 +191,7 @@ def runs_of(deployment: str, version: str) -> list[Any]:
 
 @pytest.mark.timeout(300)
 def test_the_watcher_starts_the_new_release_once_and_skips_held_and_incomplete(
-    sandbox_env: Sandbox, fake_deployment: str, holds: None, tmp_path: Path
+    sandbox_env: Sandbox, fake_deployment: str, holds: None, tmp_path: Path, waiting_approval: Any
 ) -> None:
     box = sandbox_env
     path = box.config.registry.path
@@ -190,6 +225,19 @@ def test_the_watcher_starts_the_new_release_once_and_skips_held_and_incomplete(
     assert "| prod | v1.0.0 | v1.0.0 (Synced/Healthy) | **frozen** until 2099-01-01" in status
     assert "- prod: IN FORCE until 2099-01-01T00:00:00+00:00" in status
     assert "- v1.1.0: prod since 2026-12-02T10:00Z: pods crash-looping" in status
+    # since when each environment runs its version Healthy, and its soak (30 min in staging)
+    staging_since = deployed_at(box, "staging-microservices-demo")
+    prod_since = deployed_at(box, "prod-microservices-demo")
+    assert f"| none | {staging_since} | 30 min required; " in status
+    ready_at = datetime.fromisoformat(staging_since) + timedelta(minutes=30)
+    assert f"to go (until {ready_at.isoformat(timespec='seconds')}) |" in status
+    assert f"| {prod_since} | no soak time required |" in status
+    # the approvals that wait, as `release-promotion status` lists them
+    assert "## Waiting approvals" in status
+    assert (
+        f"- QA approval of v0.9.0 (run {waiting_approval.name}): "
+        f"{os.environ['PREFECT_API_URL'].removesuffix('/api')}/runs/flow-run/{waiting_approval.id}"
+    ) in status
 
 
 @pytest.mark.timeout(300)
