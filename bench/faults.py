@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import signal
 import tempfile
 import threading
 import time
@@ -425,7 +426,7 @@ class Bench:
             **box.env(),
             "RELEASE_PROMOTION_POLL_INTERVAL": str(POLL_INTERVAL),
             "RELEASE_PROMOTION_LOCK_LEASE_SECONDS": str(LOCK_LEASE),
-            "PREFECT_LOGGING_LEVEL": "WARNING",
+            "PREFECT_LOGGING_LEVEL": "INFO",  # the worker logs go to files
         }
         logs = self.tmp / f"workers-{cell.step}-{uuid.uuid4().hex[:6]}"
         logs.mkdir()
@@ -441,6 +442,12 @@ class Bench:
                 if time.monotonic() > deadline or read_run(self.api, run.id).finished:
                     raise TimeoutError(f"the {cell.step} call was never made: {worker.log_tail()}")
                 time.sleep(0.01)
+            # The machine dies: the worker and the flow process it started (Prefect starts that
+            # in a session of its own, so killing the worker's group alone leaves it running).
+            assert worker.process is not None
+            for pid in _descendants(worker.process.pid):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
             worker.kill()
             row.hit = True
         finally:
@@ -530,6 +537,21 @@ def _check_retried(api: str, run_id: str) -> bool:
     )
 
 
+def _descendants(pid: int) -> list[int]:
+    """The processes below ``pid`` (children, their children...), from /proc."""
+    parents: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            parents.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, todo = [], [pid]
+    while todo:
+        for child in parents.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
 def _set_state(api: str, run_id: str, state_type: str, message: str) -> None:
     with httpx.Client(timeout=15) as http:
         response = request_with_retry(
@@ -577,11 +599,23 @@ def select(args: argparse.Namespace) -> list[Cell]:
     return cells
 
 
-def run_matrix(api: str, env: dict[str, str], cells: list[Cell], baseline: bool) -> int:
+def run_matrix(
+    api: str,
+    env: dict[str, str],
+    cells: list[Cell],
+    baseline: bool,
+    work_dir: Path | None = None,
+) -> int:
     """Run ``cells`` (and the fault-free baselines) against the Prefect server at ``api``;
-    print the table and the last line; return 0 when every cell survived without duplicates."""
-    with tempfile.TemporaryDirectory(prefix="bench-faults-") as tmp:
-        bench = Bench(api, Path(tmp), env)
+    print the table and the last line; return 0 when every cell survived without duplicates.
+
+    ``work_dir``: keep the sandboxes and worker logs there (default: a temporary directory).
+    """
+    with contextlib.ExitStack() as stack:
+        if work_dir is None:
+            work_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="faults-")))
+        work_dir.mkdir(parents=True, exist_ok=True)
+        bench = Bench(api, work_dir, env)
         base: dict[str, float] = {}
         if baseline:
             for rollback in sorted({c.rollback for c in cells}):
@@ -622,6 +656,7 @@ def main() -> None:
     parser.add_argument("--no-baseline", action="store_true", help="skip the fault-free runs")
     parser.add_argument("--api-url", help="use this Prefect server instead of starting one")
     parser.add_argument("--verbose", action="store_true", help="keep the flows' warnings")
+    parser.add_argument("--work-dir", type=Path, help="keep sandboxes and worker logs here")
     args = parser.parse_args()
     cells = select(args)
     if not cells:
@@ -637,7 +672,9 @@ def main() -> None:
         from deployments.local import ensure_concurrency_limit, prefect_env
 
         ensure_concurrency_limit(args.api_url)
-        raise SystemExit(run_matrix(args.api_url, prefect_env(args.api_url), cells, baseline))
+        raise SystemExit(
+            run_matrix(args.api_url, prefect_env(args.api_url), cells, baseline, args.work_dir)
+        )
     from deployments.local import LocalPrefect, ensure_concurrency_limit
 
     with LocalPrefect(
@@ -645,7 +682,7 @@ def main() -> None:
     ) as server:
         os.environ["PREFECT_API_URL"] = server.api_url
         ensure_concurrency_limit(server.api_url)
-        code = run_matrix(server.api_url, server.env(), cells, baseline)
+        code = run_matrix(server.api_url, server.env(), cells, baseline, args.work_dir)
     raise SystemExit(code)
 
 
