@@ -564,11 +564,19 @@ def _set_state(api: str, run_id: str, state_type: str, message: str) -> None:
 
 
 def _clear_holds(api: str) -> None:
-    """Lift every hold: the rollback cells put v1.0.1 on hold, server-wide."""
+    """Lift every hold: the rollback cells put v1.0.1 on hold (in the application's Variable,
+    or the one from before applications had names)."""
     from promotion.names import HOLDS_VARIABLE
 
     with httpx.Client(timeout=15) as http:
-        request_with_retry(http, "DELETE", f"{api}/variables/name/{HOLDS_VARIABLE}")
+        found = request_with_retry(
+            http,
+            "POST",
+            f"{api}/variables/filter",
+            json={"variables": {"name": {"like_": HOLDS_VARIABLE}}, "limit": 200},
+        ).json()
+        for variable in found:
+            request_with_retry(http, "DELETE", f"{api}/variables/name/{variable['name']}")
 
 
 # -- the report --------------------------------------------------------------------------------
