@@ -196,9 +196,7 @@ def resume_autosync(
     """
     rt = load_runtime(config_file, application)
     environment = rt.config.environment(env)
-    with environment_lock_held(
-        rt.config.application, environment, rt.settings.lock_lease_seconds
-    ):
+    with environment_lock_held(rt.config.application, environment, rt.settings.lock_lease_seconds):
         on = argo_tasks.resume_autosync(rt.argocd(), environment.argocd_app)
     get_run_logger().info("auto-sync of %s is %s", environment.argocd_app, "on" if on else "OFF")
     return {
