@@ -123,7 +123,7 @@ def matrix() -> list[Cell]:
     cells.append(Cell("open-pr", "github-exhausted", "stop", ("rate limit", "resets at")))
     cells += [Cell("confirm", "argocd-503"), Cell("confirm", "argocd-timeout")]
     cells += [Cell("rollback", f) for f in ("argocd-503", "argocd-timeout", "argocd-busy")]
-    cells += [Cell(step, "sigkill") for step in ("open-pr", "merge", "confirm")]
+    cells += [Cell(step, "sigkill") for step in STEPS]
     return cells
 
 
@@ -430,15 +430,16 @@ class Bench:
         }
         logs = self.tmp / f"workers-{cell.step}-{uuid.uuid4().hex[:6]}"
         logs.mkdir()
-        taken = _arm_stall(box, cell)
+        taken = _arm_stall(self.api, box, cell)
         worker = Worker(env, log_path=logs / "worker-1.log").start()
+        params: dict[str, Any] = {"version": VERSION, "initiator": INITIATOR}
+        if cell.rollback:
+            params["auto_rollback"] = "argocd"
         try:
             # every killed call comes before the first approval: nothing to answer until then
-            run = start_run(
-                self.api, "promote-release", {"version": VERSION, "initiator": INITIATOR}
-            )
+            run = start_run(self.api, "promote-release", params)
             deadline = time.monotonic() + RUN_TIMEOUT
-            while not taken():
+            while not taken(run.id):
                 if time.monotonic() > deadline or read_run(self.api, run.id).finished:
                     raise TimeoutError(f"the {cell.step} call was never made: {worker.log_tail()}")
                 time.sleep(0.01)
@@ -453,6 +454,8 @@ class Bench:
         finally:
             worker.stop()
         time.sleep(STALL + 0.5)  # the hung call completes on the server, its caller is gone
+        if cell.step == "registry":
+            box.registry.start()
         dead = read_run(self.api, run.id)
         if dead.state_type == "RUNNING":  # nobody else notices a SIGKILLed flow process
             _set_state(self.api, run.id, "CRASHED", "worker killed")
@@ -498,14 +501,25 @@ def _arm_argocd(box: Any, cell: Cell) -> None:
         box.argocd.fail_next(2, kind="operation_in_progress", **where)
 
 
-def _arm_stall(box: Any, cell: Cell) -> Callable[[], bool]:
-    """Make the step's call hang ``STALL`` seconds; returns "has the call been made"."""
-    if cell.step == "confirm":
-        box.argocd.fail_next(1, kind="timeout", seconds=STALL, routes=["get_app"], query="refresh=")
-        return lambda: box.argocd.knobs.faults_served > 0
+def _arm_stall(api: str, box: Any, cell: Cell) -> Callable[[str], bool]:
+    """Make the step's call hang ``STALL`` seconds; returns "has run ``run_id`` made the call".
+
+    The registry check has no call to hold (a real registry): the registry is down, and the
+    worker dies while the check waits for its retry (the bench starts the registry again)."""
+    if cell.step == "registry":
+        box.registry.stop()
+        return lambda run_id: _check_retried(api, run_id)
+    if cell.step in {"confirm", "rollback"}:
+        where: dict[str, Any] = (
+            {"routes": ["get_app"], "query": "refresh="}
+            if cell.step == "confirm"
+            else {"routes": ["rollback"]}
+        )
+        box.argocd.fail_next(1, kind="timeout", seconds=STALL, **where)
+        return lambda run_id: box.argocd.knobs.faults_served > 0
     path, method = GITHUB_CALLS[cell.step]
     box.github.faults.add("stall", path=path, method=method, seconds=STALL)
-    return lambda: not box.github.faults.list()
+    return lambda run_id: not box.github.faults.list()
 
 
 def _hit(api: str, box: Any, cell: Cell, run_id: str) -> bool:
@@ -642,8 +656,8 @@ def run_matrix(
     print_table(rows, base)
     if any(r.cell.fault == "sigkill" for r in rows):
         print(
-            f"SIGKILL cells: open PR, merge and confirm only (a deployment run each, ~1 min); "
-            f"the environment lock's lease is {LOCK_LEASE} s here, Prefect's default 300 s."
+            f"SIGKILL cells: a deployment run each, retried after the kill; the environment "
+            f"lock's lease is {LOCK_LEASE} s here, Prefect's default 300 s."
         )
     survived = sum(r.survived for r in rows)
     dups = sum(r.duplicate_count for r in rows)

@@ -231,6 +231,8 @@ def build_app(emu: GitHubEmulator) -> Starlette:
             return _cut(await served(request, path, method, route, params, path_known, key))
         if fault is not None:
             if fault.kind == "stall":
+                # The request has arrived whole: it is served even if its caller is gone by then.
+                await request.body()
                 await asyncio.sleep(fault.seconds)
             else:
                 emu.stats.count(key, fault.status, faulted=True)

@@ -3,7 +3,7 @@
 A fault matches requests by method and a regular expression searched in the request path (the
 API prefix ``/api/v3`` removed) and fires for the next ``count`` matching calls: an error status
 (502/503...), a 429 or a secondary-rate-limit 403 with ``Retry-After``, a stall before the
-call is served normally, or a connection reset mid-response ("reset": the call is served, its
+call is served normally (even when its caller has gone by then), or a connection reset mid-response ("reset": the call is served, its
 side effects happen, then the connection closes after half of the body, as when a network
 breaks while the answer travels back). ``latency`` delays every request.
 
