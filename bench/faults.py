@@ -700,7 +700,8 @@ def main() -> None:
     from deployments.local import LocalPrefect, ensure_concurrency_limit
 
     with LocalPrefect(
-        extra_env={"PREFECT_SERVER_SERVICES_REPOSSESSOR_LOOP_SECONDS": "2"}
+        extra_env={"PREFECT_SERVER_SERVICES_REPOSSESSOR_LOOP_SECONDS": "2"},
+        startup_timeout=300,  # a shared machine under load starts it slowly
     ) as server:
         os.environ["PREFECT_API_URL"] = server.api_url
         ensure_concurrency_limit(server.api_url)
