@@ -7,6 +7,7 @@ through the same REST call as the UI's Resume form (``deployments.runs.resume_ru
 
 from __future__ import annotations
 
+import contextvars
 import threading
 import time
 import uuid
@@ -103,6 +104,9 @@ def promote_in_thread(prefix: str = "bench", **parameters: Any) -> InProcessRun:
             **parameters, return_state=True
         )
 
-    thread = threading.Thread(target=run, name=name, daemon=True)
+    # The caller's context goes along: Prefect's settings (the API URL of a server entered
+    # with ``use()``) live in context variables, which a new thread does not inherit.
+    context = contextvars.copy_context()
+    thread = threading.Thread(target=context.run, args=(run,), name=name, daemon=True)
     thread.start()
     return InProcessRun(name, thread, result)
