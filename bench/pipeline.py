@@ -21,7 +21,6 @@ import itertools
 import os
 import statistics
 import tempfile
-import threading
 import time
 import uuid
 from datetime import datetime
@@ -30,8 +29,8 @@ from typing import Any
 
 import httpx
 
+from bench.runs import approve, promote_in_thread, run_id_named, wait_paused_at
 from deployments.local import LocalPrefect, ensure_concurrency_limit
-from deployments.runs import list_runs, read_run, resume_run
 
 HEALTH_DELAY = 0.2
 CHECK_DURATION = 0.0
@@ -70,7 +69,6 @@ def _timings(api: str, run_id: str) -> tuple[float, float]:
 
 
 def one_round(api: str, tmp: Path) -> dict[str, Any]:
-    from flows.promote import promote_release
     from sandbox.launcher import start_sandbox
 
     with start_sandbox(
@@ -80,38 +78,21 @@ def one_round(api: str, tmp: Path) -> dict[str, Any]:
     ) as box:
         os.environ.update(box.env())
         admin = box.info.github_url.split("/api/v3")[0]
-        name = f"bench-{uuid.uuid4().hex[:8]}"
-        result: dict[str, Any] = {}
-
-        def run() -> None:
-            result["state"] = promote_release.with_options(flow_run_name=name)(
-                version="v1.0.1", initiator="bench-runner", return_state=True
-            )
-
         calls_before = _github_calls(admin)
         routes = [_github_routes(admin)]
         started = time.perf_counter()
-        thread = threading.Thread(target=run)
-        thread.start()
-        run_id = ""
-        while not run_id:
-            run_id = next((r.id for r in list_runs(api, limit=20) if r.name == name), "")
-            time.sleep(0.02)
+        run = promote_in_thread(version="v1.0.1")
+        run_id = run_id_named(api, run.name)
         per_env: dict[str, int] = {}
-        for gate, approver, env in (("qa", "qa-alice", "staging"), ("pm", "pm-carol", "prod")):
-            while True:
-                view = read_run(api, run_id)
-                if view.paused and (view.pause_key or "").startswith(gate):
-                    break
-                time.sleep(0.02)
+        for gate, env in (("qa", "staging"), ("pm", "prod")):
+            wait_paused_at(api, run_id, gate)
             per_env[env] = _github_calls(admin) - calls_before - sum(per_env.values())
             routes.append(_github_routes(admin))
-            assert resume_run(api, run_id, {"approved": True, "approver": approver}).accepted
-        thread.join()
+            approve(api, run_id, gate)
+        state = run.join(timeout=None)
         wall = time.perf_counter() - started
         per_env["prod"] += _github_calls(admin) - calls_before - sum(per_env.values())
         routes.append(_github_routes(admin))
-        state = result["state"]
         if not state.is_completed():
             raise SystemExit(f"the promotion did not complete: {state.message}")
         paused, in_tasks = _timings(api, run_id)

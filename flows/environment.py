@@ -74,9 +74,15 @@ def require_locks(application: str, environments: Sequence[Environment]) -> None
 
 
 @contextmanager
-def environment_lock_held(application: str, env: Environment) -> Iterator[None]:
+def environment_lock_held(
+    application: str, env: Environment, lease_seconds: float = 300.0
+) -> Iterator[None]:
     """One promotion (or rollback) at a time writes to ``application``'s ``env``: a Prefect
-    global limit per application and environment."""
+    global limit per application and environment.
+
+    ``lease_seconds`` (``Settings.lock_lease_seconds``): how long the lock outlives a holder
+    that died without releasing it.
+    """
     name = environment_lock(application, env.name)
     logger = get_run_logger()
     logger.info("Waiting for the %s lock", name)
@@ -84,7 +90,13 @@ def environment_lock_held(application: str, env: Environment) -> Iterator[None]:
     with ExitStack() as held:
         try:
             held.enter_context(
-                concurrency(name, occupy=1, strict=True, timeout_seconds=LOCK_TIMEOUT)
+                concurrency(
+                    name,
+                    occupy=1,
+                    strict=True,
+                    timeout_seconds=LOCK_TIMEOUT,
+                    lease_duration=lease_seconds,
+                )
             )
         except ConcurrencySlotAcquisitionError as exc:
             raise PromotionStopped(

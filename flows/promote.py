@@ -365,7 +365,9 @@ def promote_into(
         if not proposal.merged:
             outside_freeze(run, env)
         try:
-            with environment_lock_held(run.rt.config.application, env):
+            with environment_lock_held(
+                run.rt.config.application, env, run.rt.settings.lock_lease_seconds
+            ):
                 merged = merge(
                     run.rt, env, run.release, proposal, checked, allow_downgrade=run.allow_downgrade
                 )

@@ -143,9 +143,10 @@ def rollback_release(
         rt = load_runtime(config_file, application)
         report.title = f"Rollback of {rt.application} {env} by {method}"
         environment = rt.config.environment(env)
+        # never in the middle of a promotion's merge
         with environment_lock_held(
-            rt.config.application, environment
-        ):  # never in the middle of a promotion's merge
+            rt.config.application, environment, rt.settings.lock_lease_seconds
+        ):
             running = environment_versions(rt, environment)
             outcome = run_rollback(rt, environment, method, to)
         for version in sorted(running):
@@ -195,7 +196,7 @@ def resume_autosync(
     """
     rt = load_runtime(config_file, application)
     environment = rt.config.environment(env)
-    with environment_lock_held(rt.config.application, environment):
+    with environment_lock_held(rt.config.application, environment, rt.settings.lock_lease_seconds):
         on = argo_tasks.resume_autosync(rt.argocd(), environment.argocd_app)
     get_run_logger().info("auto-sync of %s is %s", environment.argocd_app, "on" if on else "OFF")
     return {

@@ -570,6 +570,11 @@ class Settings(BaseSettings):
     # Treat a deployment still Progressing at ``deploy_timeout`` (DeploymentStuckProgressing)
     # like a Degraded one: roll back automatically when the promotion's auto-rollback is on.
     rollback_when_stuck_progressing: bool = False
+    # Seconds an environment lock's lease lasts; the holder renews it at three quarters of that.
+    # A holder that dies (a SIGKILLed worker) keeps the environment locked until its lease
+    # runs out (and the server's repossessor notices, every 15 s by default): a retried run
+    # waits that long. Prefect's own default is 300 s; its server refuses less than 60 s.
+    lock_lease_seconds: float = Field(default=300.0, ge=60)
 
     SECRET_BLOCKS: ClassVar[dict[str, str]] = {
         "github_token": "release-promotion-github-token",

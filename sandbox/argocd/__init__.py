@@ -127,9 +127,22 @@ class ArgoCDEmulator:
 
     # -- knobs ----------------------------------------------------------------------------------
 
-    def fail_next(self, count: int, status: int = 503) -> None:
-        """Answer the next ``count`` API calls with ``status``."""
-        self.knobs.fail_next(count, status)
+    def fail_next(
+        self,
+        count: int,
+        status: int = 503,
+        *,
+        kind: str = "error",
+        routes: Iterable[str] = (),
+        seconds: float = 0.0,
+        query: str | None = None,
+    ) -> None:
+        """Fail the next ``count`` API calls (of ``routes``, whose query string matches
+        ``query``; see ``sandbox.argocd.api``):
+        ``kind`` "error" answers ``status``, "timeout" holds each call ``seconds``,
+        "operation_in_progress" answers a sync or rollback "another operation is already in
+        progress"."""
+        self.knobs.fail_next(count, status, kind=kind, routes=routes, seconds=seconds, query=query)
 
     def set_latency(self, seconds: float) -> None:
         """Delay every API answer by ``seconds``."""

@@ -13,7 +13,15 @@ Admin routes (no auth; not counted, never faulted):
 
 - ``GET /_sandbox/stats``: calls per route handler, faults served/pending, latency, bad image
   patterns, internal counters (renders, reconciles, refreshes, operations, syncs, rollbacks).
-- ``POST /_sandbox/faults`` ``{"count": N, "status": 503}``: the next N API calls answer ``status``.
+- ``POST /_sandbox/faults`` ``{"count": N, "status": 503, "kind": "error", "routes": [...],
+  "query": regex, "seconds": s}``: the next N API calls (of ``routes``, handler names such as
+  ``get_app``, ``watch``, ``sync``, ``rollback``, ``patch_app``, any when empty; whose query
+  string matches ``query``, e.g. ``refresh=``) fail. ``kind`` "error" answers ``status``;
+  "timeout" serves the call, then holds its answer ``seconds`` (a client with a shorter read
+  timeout gives up on a call that did happen); "operation_in_progress" answers what
+  Argo CD answers a sync or rollback while the Application has an operation: gRPC
+  FailedPrecondition (code 9, HTTP 400) "another operation is already in progress"
+  (``util/argo/argo.go`` ``SetAppOperation``), on ``sync`` and ``rollback`` only.
 - ``POST /_sandbox/latency`` ``{"seconds": 0.5}``: every API answer is delayed.
 - ``POST /_sandbox/bad-images`` ``{"patterns": ["*/frontend:v1.0.2"]}``: fnmatch on ``name:tag``;
   a sync deploying a match goes Degraded.
@@ -35,7 +43,8 @@ import re
 import threading
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from starlette.applications import Starlette
@@ -43,7 +52,13 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from sandbox.argocd.core import ArgoAPIError, ArgoCDState, invalid_argument, version_tuple
+from sandbox.argocd.core import (
+    ArgoAPIError,
+    ArgoCDState,
+    failed_precondition,
+    invalid_argument,
+    version_tuple,
+)
 
 
 def _optional_float(value: Any) -> float | None:
@@ -72,29 +87,80 @@ KNOBS: dict[str, Callable[[Any], Any]] = {
 }
 
 
+FAULT_KINDS = ("error", "timeout", "operation_in_progress")
+# The routes that start an operation (Argo CD's SetAppOperation): the only ones that can answer
+# "another operation is already in progress".
+OPERATION_ROUTES = frozenset({"sync", "rollback"})
+
+
+@dataclass
+class ArgoFault:
+    """An armed fault: the next ``remaining`` calls of ``routes`` (any when empty) fail."""
+
+    kind: str = "error"
+    remaining: int = 1
+    status: int = 503
+    routes: frozenset[str] = frozenset()
+    seconds: float = 0.0
+    query: str | None = None
+
+    def matches(self, route: str, query: str) -> bool:
+        if self.routes and route not in self.routes:
+            return False
+        return self.query is None or re.search(self.query, query) is not None
+
+
 class Knobs:
     """Fault and latency injection, shared by the Python API and the ``/_sandbox/`` routes."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self.fail_count = 0
-        self.fail_status = 503
+        self.faults: list[ArgoFault] = []
         self.latency = 0.0
         self.calls: Counter[str] = Counter()
         self.faults_served = 0
 
-    def fail_next(self, count: int, status: int = 503) -> None:
+    @property
+    def fail_count(self) -> int:
         with self._lock:
-            self.fail_count = count
-            self.fail_status = status
+            return sum(f.remaining for f in self.faults)
 
-    def take_fault(self) -> int | None:
+    def fail_next(
+        self,
+        count: int,
+        status: int = 503,
+        *,
+        kind: str = "error",
+        routes: Iterable[str] = (),
+        seconds: float = 0.0,
+        query: str | None = None,
+    ) -> ArgoFault:
+        """Arm a fault for the next ``count`` calls of ``routes`` whose query string matches
+        ``query`` (replacing the armed ones)."""
+        if kind not in FAULT_KINDS:
+            raise ValueError(f"kind must be one of {', '.join(FAULT_KINDS)}")
+        chosen = frozenset(routes)
+        if kind == "operation_in_progress":
+            chosen = chosen or OPERATION_ROUTES
+            if not chosen <= OPERATION_ROUTES:
+                raise ValueError("operation_in_progress applies to the sync and rollback routes")
+        if query is not None:
+            re.compile(query)
+        fault = ArgoFault(kind, count, status, chosen, seconds, query)
         with self._lock:
-            if self.fail_count <= 0:
-                return None
-            self.fail_count -= 1
-            self.faults_served += 1
-            return self.fail_status
+            self.faults = [fault] if count > 0 else []
+        return fault
+
+    def take_fault(self, route: str, query: str = "") -> ArgoFault | None:
+        with self._lock:
+            for fault in self.faults:
+                if fault.matches(route, query):
+                    fault.remaining -= 1
+                    if fault.remaining <= 0:
+                        self.faults.remove(fault)
+                    self.faults_served += 1
+                    return fault
+        return None
 
 
 def error(exc: ArgoAPIError) -> JSONResponse:
@@ -291,11 +357,11 @@ class ArgoCDApp:
             self.knobs.calls[handler.__name__] += 1
             if self.knobs.latency > 0:
                 time.sleep(self.knobs.latency)
-            status = self.knobs.take_fault()
-            if status is not None:
+            fault = self.knobs.take_fault(handler.__name__, request.url.query)
+            if fault is not None and fault.kind == "error":
                 return JSONResponse(
                     {"error": "sandbox fault", "code": 14, "message": "sandbox fault"},
-                    status_code=status,
+                    status_code=fault.status,
                 )
             header = request.headers.get("authorization", "")
             token = header[7:].strip() if header.lower().startswith("bearer ") else ""
@@ -314,12 +380,17 @@ class ArgoCDApp:
                         f"default/{name}, sub: {user}",
                     )
                 )
+            if fault is not None and fault.kind == "operation_in_progress":
+                return error(failed_precondition("another operation is already in progress"))
             request.state.user = user
             request.state.body = body
             try:
-                return handler(request, user)
+                response = handler(request, user)
             except ArgoAPIError as exc:
-                return error(exc)
+                response = error(exc)
+            if fault is not None and fault.kind == "timeout":
+                time.sleep(fault.seconds)  # done, but the answer comes too late
+            return response
 
         async def asgi_endpoint(request: Request) -> Response:
             from starlette.concurrency import run_in_threadpool
@@ -454,8 +525,27 @@ class ArgoCDApp:
 
     async def set_faults(self, request: Request) -> Response:
         body = await request.json()
-        self.knobs.fail_next(int(body.get("count", 1)), int(body.get("status", 503)))
-        return JSONResponse({"count": self.knobs.fail_count, "status": self.knobs.fail_status})
+        try:
+            fault = self.knobs.fail_next(
+                int(body.get("count", 1)),
+                int(body.get("status", 503)),
+                kind=str(body.get("kind", "error")),
+                routes=[str(r) for r in body.get("routes") or ()],
+                seconds=float(body.get("seconds", 0.0)),
+                query=None if body.get("query") is None else str(body["query"]),
+            )
+        except (ValueError, re.error) as exc:
+            return JSONResponse({"error": str(exc)}, status_code=400)
+        return JSONResponse(
+            {
+                "count": fault.remaining,
+                "status": fault.status,
+                "kind": fault.kind,
+                "routes": sorted(fault.routes),
+                "seconds": fault.seconds,
+                "query": fault.query,
+            }
+        )
 
     async def set_latency(self, request: Request) -> Response:
         body = await request.json()

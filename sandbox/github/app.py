@@ -9,7 +9,7 @@ git under ``/{owner}/{name}.git`` (``git http-backend``), and the admin routes u
   "not_modified", "faulted_total", "faulted"}`` (304s and injected faults apart from ``routes``);
   ``POST /_sandbox/stats/reset``.
 - ``POST /_sandbox/faults`` ``{"kind": "error"|"rate_limit"|"primary_rate_limit"|
-  "secondary_rate_limit"|"base_modified"|"stall", "path": regex, "method": "GET"|..., "count": n,
+  "secondary_rate_limit"|"base_modified"|"stall"|"reset", "path": regex, "method": "GET"|..., "count": n,
   "status": 502, "retry_after": s or null (no header), "reset_in": s, "seconds": s}`` -> 201 with
   the fault (see ``sandbox.github.faults``); ``GET /_sandbox/faults``; ``DELETE /_sandbox/faults``
   (also resets the latency).
@@ -29,6 +29,7 @@ import asyncio
 import hashlib
 import itertools
 import json
+import logging
 import threading
 import time
 from typing import TYPE_CHECKING, Any
@@ -38,6 +39,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request as HttpRequest
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route as StarletteRoute
+from starlette.types import Receive, Scope, Send
 
 from sandbox.github.faults import KINDS, Fault
 from sandbox.github.routing import DOCS, ApiError, Reply, Request
@@ -136,6 +138,47 @@ def _fault_response(fault: Fault) -> Response:
     )
 
 
+_CUT = "ASGI callable returned without completing response."
+
+
+class _QuietCut(logging.Filter):
+    """uvicorn logs an error for every response left incomplete; a "reset" fault means it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.getMessage() != _CUT
+
+
+_quiet_cut = _QuietCut()
+
+
+class CutResponse(Response):
+    """The status, the headers (with the full ``Content-Length``) and half the body; then the
+    app returns without finishing, and uvicorn closes the connection: the client reads a
+    truncated answer ("connection broken: IncompleteRead") after the server did the work."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        logger = logging.getLogger("uvicorn.error")
+        if _quiet_cut not in logger.filters:
+            logger.addFilter(_quiet_cut)
+        await send(
+            {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
+        )
+        await send(
+            {
+                "type": "http.response.body",
+                "body": self.body[: len(self.body) // 2],
+                "more_body": True,
+            }
+        )
+
+
+def _cut(response: Response) -> Response:
+    """The same answer, cut in the middle (a body of at least 2 bytes, so something is missing)."""
+    body = bytes(response.body) if response.body else b"{}"
+    headers = {k: v for k, v in response.headers.items() if k.lower() != "content-length"}
+    return CutResponse(body, status_code=response.status_code, headers=headers)
+
+
 def _token(header: str | None) -> str | None:
     if not header:
         return None
@@ -183,12 +226,28 @@ def build_app(emu: GitHubEmulator) -> Starlette:
         route, params, path_known = emu.router.match(method, path)
         key = route.key if route is not None else f"{method} (unrouted)"
         fault = emu.faults.take(method, path)
+        if fault is not None and fault.kind == "reset":
+            emu.stats.count(key, 0, faulted=True)
+            return _cut(await served(request, path, method, route, params, path_known, key))
         if fault is not None:
             if fault.kind == "stall":
+                # The request has arrived whole: it is served even if its caller is gone by then.
+                await request.body()
                 await asyncio.sleep(fault.seconds)
             else:
                 emu.stats.count(key, fault.status, faulted=True)
                 return _fault_response(fault)
+        return await served(request, path, method, route, params, path_known, key)
+
+    async def served(
+        request: HttpRequest,
+        path: str,
+        method: str,
+        route: Any,
+        params: dict[str, str],
+        path_known: bool,
+        key: str,
+    ) -> Response:
         login = emu.tokens.get(_token(request.headers.get("authorization")) or "")
         if login is None:
             error = ApiError(401, "Bad credentials")
@@ -239,11 +298,10 @@ def build_app(emu: GitHubEmulator) -> Starlette:
         if emu.faults.latency > 0:
             await asyncio.sleep(emu.faults.latency)
         fault = emu.faults.take(request.method, request.url.path)
-        if fault is not None:
-            if fault.kind == "stall":
-                await asyncio.sleep(fault.seconds)
-            else:
-                return _fault_response(fault)
+        if fault is not None and fault.kind not in {"stall", "reset"}:
+            return _fault_response(fault)
+        if fault is not None and fault.kind == "stall":
+            await asyncio.sleep(fault.seconds)
         prefix = f"/{emu.repository}.git"
         rest = request.url.path[len(prefix) :]
         body = await request.body()
@@ -252,7 +310,8 @@ def build_app(emu: GitHubEmulator) -> Starlette:
         result = await run_in_threadpool(
             emu.serve_git, request.method, rest, request.url.query, headers, body, pushing
         )
-        return Response(result.body, status_code=result.status, headers=dict(result.headers))
+        response = Response(result.body, status_code=result.status, headers=dict(result.headers))
+        return _cut(response) if fault is not None and fault.kind == "reset" else response
 
     async def admin(request: HttpRequest) -> Response:
         action = request.path_params["action"]

@@ -2,8 +2,10 @@
 
 A fault matches requests by method and a regular expression searched in the request path (the
 API prefix ``/api/v3`` removed) and fires for the next ``count`` matching calls: an error status
-(502/503...), a 429 or a secondary-rate-limit 403 with ``Retry-After``, or a stall before the
-call is served normally. ``latency`` delays every request.
+(502/503...), a 429 or a secondary-rate-limit 403 with ``Retry-After``, a stall before the
+call is served normally (even when its caller has gone by then), or a connection reset mid-response ("reset": the call is served, its
+side effects happen, then the connection closes after half of the body, as when a network
+breaks while the answer travels back). ``latency`` delays every request.
 
 Rate limits as GitHub answers them: "rate_limit" is a 429 with ``Retry-After``;
 "primary_rate_limit" a 403 (or ``status``) with ``x-ratelimit-remaining: 0`` and
@@ -23,7 +25,13 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 FaultKind = Literal[
-    "error", "rate_limit", "primary_rate_limit", "secondary_rate_limit", "base_modified", "stall"
+    "error",
+    "rate_limit",
+    "primary_rate_limit",
+    "secondary_rate_limit",
+    "base_modified",
+    "stall",
+    "reset",
 ]
 KINDS: tuple[str, ...] = (
     "error",
@@ -32,6 +40,7 @@ KINDS: tuple[str, ...] = (
     "secondary_rate_limit",
     "base_modified",
     "stall",
+    "reset",
 )
 
 
@@ -90,7 +99,8 @@ class Faults:
         "secondary_rate_limit" a 403, both with ``Retry-After: retry_after``; "stall" sleeps
         ``seconds`` and then serves the call; "primary_rate_limit" answers ``status`` (default 403)
         with ``x-ratelimit-remaining: 0`` and a reset ``reset_in`` seconds ahead;
-        "base_modified" answers 405 "Base branch was modified...". ``retry_after=None`` sends no
+        "base_modified" answers 405 "Base branch was modified..."; "reset" serves the call and
+        cuts the connection in the middle of its answer. ``retry_after=None`` sends no
         Retry-After.
         """
         if kind not in KINDS:
@@ -104,6 +114,7 @@ class Faults:
             "secondary_rate_limit": 403,
             "base_modified": 405,
             "stall": 200,
+            "reset": 200,
         }
         fault = Fault(
             id=next(self._ids),
