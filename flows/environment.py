@@ -199,15 +199,30 @@ def propose(
     return _proposal(rt, env, pr, started)
 
 
-def _refuse_autosync_off(rt: Runtime, env: Environment) -> None:
+def autosync_off(rt: Runtime, env: Environment) -> str | None:
+    """None when ``env``'s Argo CD application syncs automatically; else a phrase saying it is
+    off (and when a rollback turned it off, from the mark our rollbacks leave)."""
     app = argo_tasks.get_app(rt.argocd(), env.argocd_app)
-    if not app.autosync_enabled:
-        since = app.metadata.annotations.get(AUTOSYNC_DISABLED_ANNOTATION)
+    if app.autosync_enabled:
+        return None
+    since = app.metadata.annotations.get(AUTOSYNC_DISABLED_ANNOTATION)
+    return f"auto-sync of {env.argocd_app} is off" + (
+        f" (turned off by a rollback at {since})" if since else ""
+    )
+
+
+def resume_autosync_hint(env: Environment) -> str:
+    return (
+        "Resume it once Git holds what should run: "
+        f"`release-promotion resume-autosync {env.name}` (the resume-autosync flow)"
+    )
+
+
+def _refuse_autosync_off(rt: Runtime, env: Environment) -> None:
+    off = autosync_off(rt, env)
+    if off is not None:
         raise PromotionStopped(
-            f"{env.name}: auto-sync of {env.argocd_app} is off"
-            + (f" (turned off by a rollback at {since})" if since else "")
-            + ", so a merge would not deploy. Resume it once Git holds what should run: "
-            f"`release-promotion resume-autosync {env.name}` (the resume-autosync flow)"
+            f"{env.name}: {off}, so a merge would not deploy. {resume_autosync_hint(env)}"
         )
 
 

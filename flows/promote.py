@@ -25,6 +25,7 @@ from flows.approval import DEFAULT_APPROVAL_TIMEOUT, ApprovalForm, Verifier, req
 from flows.environment import (
     ApprovalVoid,
     PromotionStopped,
+    autosync_off,
     changes_markdown,
     close_open_prs,
     confirm,
@@ -33,6 +34,7 @@ from flows.environment import (
     merge,
     propose,
     require_locks,
+    resume_autosync_hint,
 )
 from flows.holds import hold, read_holds
 from flows.rollback import run_rollback
@@ -439,6 +441,8 @@ def verified_or_rolled_back(run: Promotion, env: Environment, merged: MergeRecor
 
 def confirm_or_roll_back(run: Promotion, env: Environment, merged: MergeRecord) -> Deployed:
     """Confirm the deployment; if it turns Degraded (or stays Progressing), roll it back."""
+    if merged.earlier:
+        rolled_back_before(run, env, merged)
     try:
         return confirm(run.rt, env, run.release, merged)
     except (DeploymentDegraded, DeploymentStuckProgressing) as exc:
@@ -452,6 +456,28 @@ def confirm_or_roll_back(run: Promotion, env: Environment, merged: MergeRecord) 
             raise
         roll_back(run, env, merged, str(exc))
         raise PromotionStopped(run.report.reason) from exc
+
+
+def rolled_back_before(run: Promotion, env: Environment, merged: MergeRecord) -> None:
+    """Stop a run whose merge was made by an earlier execution when auto-sync is off since:
+    Argo CD will not deploy that merge (waiting would last the whole deploy timeout).
+
+    An earlier execution killed during its rollback (after Argo CD's rollback, before the run
+    recorded it), or a person, rolled ``env`` back. With ``auto_rollback`` on, this run
+    records the rollback and puts the release on hold, as if it had finished it itself.
+    """
+    off = autosync_off(run.rt, env)
+    if off is None:
+        return
+    why = (
+        f"{env.name}: {off} since PR #{merged.pr_number} was merged (before this execution), "
+        "so that merge will not deploy: the environment was rolled back"
+    )
+    if run.auto_rollback != "off":
+        hold(run.rt.application, str(run.release), env.name, why)
+        run.report.finish("rolled back", why)
+        notify(EVENT_PROMOTION_ROLLED_BACK, version=str(run.release), env=env.name, reason=why)
+    raise PromotionStopped(f"{why}. {resume_autosync_hint(env)}")
 
 
 def roll_back(run: Promotion, env: Environment, merged: MergeRecord, why: str) -> None:

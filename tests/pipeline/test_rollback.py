@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -218,3 +219,40 @@ def test_after_an_argocd_rollback_promotions_wait_for_resume_autosync_and_the_ve
     assert resumed.join().state_type == "COMPLETED"
     with argo(sandbox) as client:
         assert client.get_app(APP).autosync_enabled
+
+
+def test_a_merge_rolled_back_before_this_execution_stops_at_once_and_is_recorded(
+    sandbox: Sandbox,
+    prefect_server: LocalPrefect,
+    run_in_background: Callable[..., BackgroundRun],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """What a worker SIGKILLed during an automatic rollback leaves (bench/faults.py, rollback x
+    SIGKILL): prod merged at v1.0.1, then rolled back by Argo CD (auto-sync off), and neither
+    recorded. The retried run used to wait for a deployment that can never come (the whole
+    deploy timeout, 900 s by default) and fail as timed out; it stops at once, says prod was
+    rolled back and how to resume auto-sync, and records the rollback and the hold."""
+    from flows.holds import read_holds
+
+    monkeypatch.setenv("RELEASE_PROMOTION_DEPLOY_TIMEOUT", "60")
+    api = prefect_server.api_url
+    merged_promotion(sandbox, "staging", "v1.0.1")
+    merged_promotion(sandbox, "prod", "v1.0.1")
+    with argo(sandbox) as client:
+        client.rollback(APP, "previous", timeout=60, poll_interval=0.2)
+
+    run = run_in_background(
+        promote_release, version="v1.0.1", initiator=INITIATOR, auto_rollback="argocd"
+    )
+    decide(api, run, "qa", "qa-alice")  # QA approves what runs in staging
+    approved = time.monotonic()
+    final = run.join()
+    waited = time.monotonic() - approved
+    assert final.state_type == "FAILED"
+    assert "auto-sync of prod-microservices-demo is off" in final.message
+    assert "the environment was rolled back" in final.message
+    assert "release-promotion resume-autosync prod" in final.message
+    assert waited < 50, f"it waited {waited:.0f}s: the deploy timeout, not an answer"
+    summary = read_artifact(api, run.run_id, "promotion-summary")
+    assert summary is not None and "rolled back" in summary
+    assert "v1.0.1" in read_holds("microservices-demo-gitops")
