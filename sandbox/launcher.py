@@ -300,6 +300,22 @@ def start_sandbox(
     return sandbox
 
 
+def app_specs(config: PromotionConfig) -> list[Any]:
+    """One auto-synced Argo CD Application per environment of ``config`` (``AppSpec``s)."""
+    from sandbox.argocd import AppSpec
+
+    return [
+        AppSpec(
+            name=env.argocd_app,
+            path=env.overlay_dir,
+            target_revision=config.github.base_branch,
+            auto_sync=True,
+            environment=env.name,
+        )
+        for env in config.environments
+    ]
+
+
 def _start_many(
     state: Path,
     base: PromotionConfig,
@@ -312,7 +328,7 @@ def _start_many(
     registry: bool,
 ) -> Sandbox:
     """A sandbox of ``count`` applications (see ``start_sandbox``)."""
-    from sandbox.argocd import AppSpec, ArgoCDEmulator
+    from sandbox.argocd import ArgoCDEmulator
     from sandbox.github import GitHubEmulator
     from sandbox.multi import ArgoCDByApplication, GitHubByRepository
     from sandbox.seed import applications_yaml, several_applications
@@ -357,16 +373,7 @@ def _start_many(
         for name, config in configs.items():
             argo = ArgoCDEmulator(
                 state / f"{name}.git",
-                applications=[
-                    AppSpec(
-                        name=env.argocd_app,
-                        path=env.overlay_dir,
-                        target_revision=config.github.base_branch,
-                        auto_sync=True,
-                        environment=env.name,
-                    )
-                    for env in config.environments
-                ],
+                applications=app_specs(config),
                 token=argocd_token,
                 reconcile_interval=reconcile_interval,
                 health_delay=health_delay,
@@ -442,18 +449,9 @@ def _start_argocd(
     health_delay: float,
     port: int | None,
 ) -> str:
-    from sandbox.argocd import AppSpec, ArgoCDEmulator
+    from sandbox.argocd import ArgoCDEmulator
 
-    apps = [
-        AppSpec(
-            name=env.argocd_app,
-            path=env.overlay_dir,
-            target_revision=config.github.base_branch,
-            auto_sync=True,
-            environment=env.name,
-        )
-        for env in config.environments
-    ]
+    apps = app_specs(config)
     emu = ArgoCDEmulator(
         bare,
         applications=apps,
