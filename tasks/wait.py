@@ -9,6 +9,10 @@ picks the run up again and the flow starts from the top, under the same run id, 
 a suspend: every step before the wait must be idempotent and the flow re-checks the freeze or the
 soak, which then lets it through. A run without a deployment (a local call, a test) has nothing
 to pick it up later, so it sleeps in process instead.
+
+A worker starts a scheduled run up to ``PREFECT_WORKER_PREFETCH_SECONDS`` (10 s by default)
+before its time, so the run comes back a little early: a wait no longer than that margin sleeps
+in process too (rescheduling it would only come back early again, and wait twice).
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from prefect.client.schemas.objects import State
 from prefect.context import FlowRunContext
 from prefect.exceptions import Pause
 from prefect.logging import get_run_logger
+from prefect.settings import PREFECT_WORKER_PREFETCH_SECONDS
 from prefect.states import Scheduled
 
 __all__ = ["WAIT_STATE_NAME", "wait_until"]
@@ -47,8 +52,10 @@ def wait_until(until: datetime, reason: str) -> None:
     context = FlowRunContext.get()
     flow_run = context.flow_run if context is not None else None
     logger = get_run_logger()
-    if flow_run is None or flow_run.deployment_id is None:
-        logger.info("%s: waiting in process until %s (no deployment)", reason, until.isoformat())
+    early = float(PREFECT_WORKER_PREFETCH_SECONDS.value()) + 1.0
+    if flow_run is None or flow_run.deployment_id is None or remaining <= early:
+        why = "no deployment" if flow_run is None or flow_run.deployment_id is None else "soon"
+        logger.info("%s: waiting in process until %s (%s)", reason, until.isoformat(), why)
         time.sleep(remaining)
         return
     state: State[Any] = Scheduled(scheduled_time=until, name=WAIT_STATE_NAME, message=reason)
